@@ -1,0 +1,92 @@
+"""The main job: train a (quantized) CNN, evaluate it, export it to integer TFLite and verify it.
+
+With no flags it trains a W4A4 small CNN on scikit-learn's digits (offline) in about a minute.
+
+    python examples/train.py                                    # W4A4 on digits
+    python examples/train.py --weight_bits=32 --activation_bits=32 --save_model=float.h5
+    python examples/train.py --dataset=cifar10 --model=resnet20 --init_from=float.h5 \
+        --weight_bits=2 --activation_bits=2 --epochs=5
+
+Bits of 32 mean float. It prints one line starting with RESULT and a JSON record.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
+from kquant.backend import keras, tf  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "digits", "digits, mnist, cifar10, folder:/path or a tfds name.")
+flags.DEFINE_string("model", "small_cnn", "small_cnn, resnet20 or mobilenet_v2.")
+flags.DEFINE_integer("weight_bits", 4, "Weight bits, 1-8; 32 trains the float model.")
+flags.DEFINE_integer("activation_bits", 4, "Activation bits, 1-8; 32 trains the float model.")
+flags.DEFINE_enum("weight_quantizer", "dorefa", ["dorefa"], "Weight quantizer.")
+flags.DEFINE_enum("activation_quantizer", "clip", ["clip", "pact"], "Activation quantizer.")
+flags.DEFINE_integer("epochs", 8, "Training epochs.")
+flags.DEFINE_integer("batch_size", 32, "Batch size.")
+flags.DEFINE_float("learning_rate", 0.05, "Initial learning rate (cosine decay to 0).")
+flags.DEFINE_string("init_from", "", "A saved float Keras model (.h5) to start from.")
+flags.DEFINE_string("save_model", "", "Where to save the trained Keras model (.h5).")
+flags.DEFINE_string("backup_dir", "", "Resume an interrupted run from this folder (BackupAndRestore).")
+flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty skips export.")
+flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(FLAGS.seed)
+    data = kquant.load_dataset(FLAGS.dataset, FLAGS.batch_size, seed=FLAGS.seed,
+                               limit=FLAGS.limit or None)
+    if FLAGS.init_from:
+        model = keras.models.load_model(FLAGS.init_from, compile=False)
+    else:
+        model = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
+    quantized = FLAGS.weight_bits != 32 or FLAGS.activation_bits != 32
+    if quantized:
+        recipe = kquant.Recipe(weight_bits=FLAGS.weight_bits, activation_bits=FLAGS.activation_bits,
+                               weight_quantizer=FLAGS.weight_quantizer,
+                               activation_quantizer=FLAGS.activation_quantizer)
+        model = kquant.quantize_model(model, recipe)
+        kquant.describe(model)
+    steps = math.ceil(data.train_size / FLAGS.batch_size)
+    kquant.compile_classifier(model, FLAGS.learning_rate, FLAGS.epochs, steps)
+    callbacks = [keras.callbacks.BackupAndRestore(FLAGS.backup_dir)] if FLAGS.backup_dir else []
+    start = time.time()
+    model.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test, callbacks=callbacks,
+              verbose=2 if not sys.stdout.isatty() else 1)
+    train_seconds = time.time() - start
+    _, keras_top1 = model.evaluate(data.test, verbose=0)
+    if FLAGS.save_model:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.save_model)), exist_ok=True)
+        model.save(FLAGS.save_model, include_optimizer=False)
+    record = {"dataset": FLAGS.dataset, "model": FLAGS.model, "weight_bits": FLAGS.weight_bits,
+              "activation_bits": FLAGS.activation_bits, "epochs": FLAGS.epochs,
+              "seed": FLAGS.seed, "keras_top1": round(float(keras_top1), 4),
+              "train_seconds": round(train_seconds, 1)}
+    if FLAGS.export_dir:
+        import tflite_export
+
+        representative = data.train.unbatch().batch(1).take(200)
+        tflite_bytes = tflite_export.convert(model, representative)
+        os.makedirs(FLAGS.export_dir, exist_ok=True)
+        path = os.path.join(FLAGS.export_dir, f"{FLAGS.model}_w{FLAGS.weight_bits}a{FLAGS.activation_bits}.tflite")
+        with open(path, "wb") as f:
+            f.write(tflite_bytes)
+        report = tflite_export.verify(tflite_bytes, model, data.test)
+        print(report)
+        record.update(tflite_path=path, tflite_bytes=len(tflite_bytes),
+                      tflite_top1=round(report.tflite_accuracy, 4), agreement=round(report.agreement, 4),
+                      float_tflite_bytes=len(tflite_export.convert_float(model)) if quantized else None)
+    print("RESULT " + json.dumps(record))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,23 @@
+"""Selects Keras 2 (tf_keras) for TensorFlow: the one place kquant imports Keras and TF-MOT.
+
+TF-MOT only works with Keras 2, and TensorFlow picks its Keras when `tf.keras` is first
+touched, so the choice must be made before that. Every other kquant module imports
+`keras`, `tf` and `tfmot` from here.
+"""
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import tensorflow as tf  # noqa: E402  (must follow the environment variable)
+
+if not tf.keras.__name__.startswith("tf_keras"):
+    raise ImportError(
+        "kquant needs Keras 2 (tf_keras), but TensorFlow has already bound tf.keras to Keras 3 "
+        f"({tf.keras.__name__}). Import kquant before anything touches tf.keras, or set "
+        "TF_USE_LEGACY_KERAS=1 in the environment before starting Python."
+    )
+
+import tf_keras as keras  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+
+__all__ = ["keras", "tf", "tfmot"]
