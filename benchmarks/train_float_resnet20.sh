@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python examples/train.py --dataset=cifar10 --model=resnet20 --weight_bits=32 --activation_bits=32 \
-  --epochs=20 --batch_size=128 --learning_rate=0.1 --seed=0 \
+  --epochs=30 --batch_size=128 --learning_rate=0.1 --seed=0 \
   --backup_dir="${KQUANT_CACHE:-$HOME/.cache/kquant}/runs/resnet20_cifar10_float" \
   --save_model=benchmarks/checkpoints/resnet20_cifar10_float.h5 --export_dir=
