@@ -1,0 +1,92 @@
+"""Finds the bit-width and on/off variables of a quantized model and sets them.
+
+Precision is state, not structure: techniques that change bit-widths during training
+(progressive, stochastic precision, cyclic) call these functions between steps; nothing is
+rebuilt or recompiled.
+"""
+import dataclasses
+from typing import List
+
+from kquant.backend import tf, tfmot
+from kquant.quantizers.base import LowBitQuantizer, check_bits
+
+
+@dataclasses.dataclass
+class QuantizerState:
+    """One low-bit quantizer of a model and its variables.
+
+    Attributes:
+        layer: name of the quantized layer.
+        role: "weight" or "activation".
+        quantizer: the `LowBitQuantizer`.
+        bits: its bit-width variable.
+        enabled: its on/off variable (1.0 on, 0.0 off).
+    """
+
+    layer: str
+    role: str
+    quantizer: LowBitQuantizer
+    bits: tf.Variable
+    enabled: tf.Variable
+
+
+def quantizer_states(model) -> List[QuantizerState]:
+    """Lists every low-bit quantizer of a model (nested models included), in layer order."""
+    states = []
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            states.extend(quantizer_states(layer))
+        if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
+            continue
+        for _, quantizer, variables in layer._weight_vars:  # pylint: disable=protected-access
+            if isinstance(quantizer, LowBitQuantizer):
+                states.append(QuantizerState(layer.layer.name, "weight", quantizer,
+                                             variables["bits"], variables["enabled"]))
+        for quantizer in layer._output_quantizers:  # pylint: disable=protected-access
+            if isinstance(quantizer, LowBitQuantizer):
+                variables = layer._output_quantizer_vars  # pylint: disable=protected-access
+                states.append(QuantizerState(layer.layer.name, "activation", quantizer,
+                                             variables["bits"], variables["enabled"]))
+    return states
+
+
+def _select(model, role, layers):
+    states = [s for s in quantizer_states(model) if role in (None, s.role)]
+    if layers is not None:
+        known = {s.layer for s in states}
+        missing = sorted(set(layers) - known)
+        if missing:
+            raise ValueError(f"No kquant quantizer in layers {missing}; layers with quantizers: "
+                             f"{sorted(known)}.")
+        states = [s for s in states if s.layer in set(layers)]
+    return states
+
+
+def set_bits(model, bits, role=None, layers=None):
+    """Sets the bit-width of quantizers in a model.
+
+    Args:
+        model: a kquant model.
+        bits: 1 to 8.
+        role: "weight", "activation", or None for both.
+        layers: names of the layers to change, or None for all.
+
+    Raises:
+        ValueError: for bits outside 1 to 8 or unknown layer names.
+    """
+    check_bits(bits, "set_bits")
+    for state in _select(model, role, layers):
+        state.bits.assign(float(bits))
+
+
+def set_enabled(model, enabled, role=None, layers=None):
+    """Switches quantizers on (True) or off (False, full precision with clipped activations).
+
+    Args:
+        model: a kquant model.
+        enabled: True or False.
+        role: "weight", "activation", or None for both.
+        layers: names of the layers to change, or None for all.
+    """
+    for state in _select(model, role, layers):
+        state.enabled.assign(1.0 if enabled else 0.0)

@@ -1,0 +1,105 @@
+"""DoReFa-Net weight and activation quantizers (Zhou et al., arXiv 1606.06160)."""
+from kquant.backend import keras, tf
+from kquant.quantizers.base import LowBitQuantizer
+from kquant.quantizers.ste import (per_channel_weight_grid, per_tensor_weight_grid, round_ste,
+                                   steps, uniform_activation)
+
+
+class DoReFaWeightQuantizer(LowBitQuantizer):
+    """DoReFa weight quantizer with tanh normalisation, per layer or per output channel.
+
+    Forward, for k bits and n = 2^k - 1 (max and mean over the layer, or over each output
+    channel when `per_channel`):
+
+        w_n = tanh(w) / (2 * max|tanh(w)|) + 0.5
+        w_q = max|w| * (2 * round(n * w_n) / n - 1)              for 2 <= k <= 7
+        w_q = mean|w| * sign(w)                                  for k = 1
+        w_q = max|w| * round(127 * (2 * w_n - 1)) / 127          for k = 8
+
+    Backward: straight-through for the rounding, so dw_q/dw = max|w| * (1 - tanh(w)^2) /
+    max|tanh(w)| (the scales max|w| and mean|w| are held constant).
+
+    Our choices, beyond the paper: the grid is multiplied by max|w| so a quantized layer keeps
+    the magnitude of its float weights (it matters for layers without batch norm after them,
+    such as the last dense layer); and 8 bits use the narrow symmetric int8 grid (255 levels),
+    because DoReFa's 256 levels cannot be stored exactly as TFLite int8 weights. Every grid is
+    an integer code in [-127, 127] times a per-channel step, which the TFLite export keeps
+    exactly. Depthwise kernels are treated per channel of the output (input channel times
+    depth multiplier), as TFLite stores them. Dense kernels always use per-layer statistics:
+    TF 2.21's converter cannot export a per-output-unit grid on FULLY_CONNECTED.
+
+    Args:
+        bits: bit-width k, 1 to 8.
+        per_channel: statistics per output channel instead of per layer.
+    """
+
+    def __init__(self, bits, per_channel=False):
+        super().__init__(bits)
+        self.per_channel = bool(per_channel)
+        self._depthwise = False
+        self._dense = False
+
+    def build(self, tensor_shape, name, layer):
+        inner = getattr(layer, "layer", layer)  # TF-MOT passes the wrapper
+        self._depthwise = isinstance(inner, keras.layers.DepthwiseConv2D)
+        self._dense = isinstance(inner, keras.layers.Dense)
+        return super().build(tensor_shape, name, layer)
+
+    def _channels_last(self, w):
+        """Views the kernel as [..., output channels], the layout TFLite quantizes per channel."""
+        if self._depthwise:
+            h, k, c, m = w.shape
+            return tf.reshape(w, [h, k, 1, c * m])
+        return w
+
+    def _reduce(self, fn, x):
+        axes = list(range(len(x.shape) - 1)) if self.per_channel and not self._dense else None
+        return tf.stop_gradient(fn(x, axis=axes))
+
+    def codes_and_step(self, w, weights):
+        """Returns (integer codes in [-127, 127], per-channel step) with w_q = codes * step.
+
+        Codes carry the straight-through gradient; both are in the channels-last view.
+        """
+        w = self._channels_last(w)
+        bits = weights["bits"]
+        n = steps(bits)
+        t = tf.tanh(w)
+        w_n = t / (2.0 * self._reduce(tf.reduce_max, tf.abs(t))) + 0.5
+        max_abs = self._reduce(tf.reduce_max, tf.abs(w))
+        mean_abs = self._reduce(tf.reduce_mean, tf.abs(w))
+        # k bits: odd codes -n..n of step max|w|/n; 8 bits: codes -127..127; 1 bit: sign.
+        low_bit_codes = 2.0 * round_ste(n * w_n) - n
+        narrow_codes = round_ste(127.0 * (2.0 * w_n - 1.0))
+        codes = tf.where(bits >= 8.0, narrow_codes, low_bit_codes)
+        step = tf.where(bits >= 8.0, max_abs / 127.0, tf.where(bits <= 1.0, mean_abs, max_abs / n))
+        step = tf.maximum(step, 1e-12)
+        return codes, step
+
+    def quantize(self, w, weights):
+        codes, step = self.codes_and_step(w, weights)
+        grid = per_tensor_weight_grid if self._dense else per_channel_weight_grid
+        return tf.reshape(grid(codes * step, step), w.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "per_channel": self.per_channel}
+
+
+class ClippedActivationQuantizer(LowBitQuantizer):
+    """DoReFa activation quantizer: a_q = Q_k(clip(a, 0, 1)), replacing ReLU.
+
+    Forward: a_q = round(n * clip(a, 0, 1)) / n with n = 2^k - 1.
+    Backward: 1 for a in [0, 1], 0 outside (straight-through).
+    Switched off, it is clip(a, 0, 1): full precision, but on the same range.
+
+    Args:
+        bits: bit-width k, 1 to 8.
+    """
+
+    clip = 1.0
+
+    def quantize(self, x, weights):
+        return uniform_activation(x, self.clip, weights["bits"])
+
+    def bypass(self, x, weights):
+        return tf.clip_by_value(x, 0.0, self.clip)

@@ -1,0 +1,84 @@
+"""Which quantizer, at which bits, for weights and activations; first/last and per-layer overrides."""
+import dataclasses
+from typing import Callable, Dict, Mapping, Optional, Union
+
+from kquant.quantizers import (ClippedActivationQuantizer, DoReFaWeightQuantizer, PACTQuantizer)
+from kquant.quantizers.base import check_bits
+
+WEIGHT_QUANTIZERS: Dict[str, Callable] = {"dorefa": DoReFaWeightQuantizer}
+ACTIVATION_QUANTIZERS: Dict[str, Callable] = {"clip": ClippedActivationQuantizer,
+                                              "pact": PACTQuantizer}
+
+_OVERRIDE_KEYS = ("weight_bits", "activation_bits")
+
+
+@dataclasses.dataclass
+class Recipe:
+    """What to quantize, how, and at which bit-widths.
+
+    Args:
+        weight_bits: bits of conv, depthwise and dense kernels, 1 to 8.
+        activation_bits: bits of the activations that replace ReLU/ReLU6, 1 to 8.
+        weight_quantizer: a name in `WEIGHT_QUANTIZERS` ("dorefa"), or a callable
+            `bits -> Quantizer`.
+        activation_quantizer: a name in `ACTIVATION_QUANTIZERS` ("clip" for DoReFa's fixed
+            [0, 1] range, "pact" for a learnable clip), or a callable `bits -> Quantizer`.
+        per_channel: weight statistics per output channel instead of per layer.
+        first_last_bits: weight bits of the first conv and the last dense (or conv) layer, as
+            the low-bit papers keep them; None quantizes them like the rest.
+        overrides: per-layer settings, keyed by layer name or layer class, each a dict with
+            "weight_bits" and/or "activation_bits". Names win over classes, and both win over
+            `first_last_bits`.
+
+    Raises:
+        ValueError: for bits outside 1 to 8, unknown quantizer names or override keys.
+    """
+
+    weight_bits: int = 4
+    activation_bits: int = 4
+    weight_quantizer: Union[str, Callable] = "dorefa"
+    activation_quantizer: Union[str, Callable] = "clip"
+    per_channel: bool = False
+    first_last_bits: Optional[int] = 8
+    overrides: Mapping[Union[str, type], Mapping[str, int]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        check_bits(self.weight_bits, "Recipe", "weight_bits")
+        check_bits(self.activation_bits, "Recipe", "activation_bits")
+        if self.first_last_bits is not None:
+            check_bits(self.first_last_bits, "Recipe", "first_last_bits")
+        for kind, value, known in (("weight_quantizer", self.weight_quantizer, WEIGHT_QUANTIZERS),
+                                   ("activation_quantizer", self.activation_quantizer,
+                                    ACTIVATION_QUANTIZERS)):
+            if isinstance(value, str) and value not in known:
+                raise ValueError(f"Recipe: {kind} must be one of {sorted(known)} or a callable "
+                                 f"bits -> Quantizer, got {value!r}.")
+        for key, settings in self.overrides.items():
+            unknown = set(settings) - set(_OVERRIDE_KEYS)
+            if unknown:
+                raise ValueError(f"Recipe: override for {key!r} has unknown keys {sorted(unknown)}; "
+                                 f"allowed: {list(_OVERRIDE_KEYS)}.")
+            for name, bits in settings.items():
+                check_bits(bits, f"Recipe override for {key!r}", name)
+
+    def bits_for(self, layer, kind, first_or_last=False):
+        """Returns the `kind` ("weight_bits" or "activation_bits") of a layer."""
+        bits = getattr(self, kind)
+        if first_or_last and kind == "weight_bits" and self.first_last_bits is not None:
+            bits = self.first_last_bits
+        for key in (type(layer), layer.name):
+            bits = self.overrides.get(key, {}).get(kind, bits)
+        return bits
+
+    def weight_quantizer_for(self, layer, first_or_last=False):
+        """Returns a new weight quantizer for a layer."""
+        bits = self.bits_for(layer, "weight_bits", first_or_last)
+        if isinstance(self.weight_quantizer, str):
+            return WEIGHT_QUANTIZERS[self.weight_quantizer](bits, per_channel=self.per_channel)
+        return self.weight_quantizer(bits)
+
+    def activation_quantizer_for(self, layer):
+        """Returns a new activation quantizer for an activation layer."""
+        bits = self.bits_for(layer, "activation_bits")
+        factory = self.activation_quantizer
+        return (ACTIVATION_QUANTIZERS[factory] if isinstance(factory, str) else factory)(bits)

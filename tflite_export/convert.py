@@ -1,0 +1,67 @@
+"""Keras (kquant) model -> fully integer TFLite flatbuffer."""
+import numpy as np
+
+from kquant.backend import tf
+from kquant.precision import quantizer_states
+from kquant.quantizers import export_mode
+
+
+def _representative(data, limit):
+    """Yields single float32 examples from a dataset of images or (image, label) pairs."""
+    count = 0
+    for batch in data:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        for image in np.asarray(images, dtype=np.float32):
+            yield [image[None]]
+            count += 1
+            if count >= limit:
+                return
+
+
+def _concrete_function(model):
+    spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
+    return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+
+
+def convert(model, representative_data, max_examples=200):
+    """Converts a kquant model to a TFLite model with int8 inputs, outputs, weights and activations.
+
+    Every quantizer's own grid (FakeQuant ranges) decides the integer scales; the representative
+    data only calibrates what has no grid of its own. Batch norm is folded into the conv weights.
+
+    Args:
+        model: a kquant model (from `kquant.quantize_model`), every quantizer switched on.
+        representative_data: a `tf.data.Dataset` (or iterable) of image batches or
+            (images, labels) batches.
+        max_examples: how many examples to calibrate with.
+
+    Returns:
+        The TFLite flatbuffer as bytes.
+
+    Raises:
+        ValueError: if a quantizer is switched off (the model would not be the one trained to be
+            deployed) or the model has no kquant quantizers.
+    """
+    states = quantizer_states(model)
+    if not states:
+        raise ValueError(f"convert: model {model.name!r} has no kquant quantizers; quantize it with "
+                         "kquant.quantize_model first, or use convert_float for a float model.")
+    off = sorted({s.layer for s in states if s.enabled.numpy() < 0.5})
+    if off:
+        raise ValueError(f"convert: quantizers of layers {off} are switched off; switch them on "
+                         "(kquant.precision.set_enabled(model, True)) before export.")
+    with export_mode():
+        function = _concrete_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: _representative(representative_data, max_examples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def convert_float(model):
+    """Converts a float Keras model to a float32 TFLite model (the size and speed reference)."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)], model)
+    return converter.convert()

@@ -1,0 +1,81 @@
+"""What a TFLite model holds: its ops, tensor types, size, and the integer levels of its weights."""
+import dataclasses
+import re
+from typing import Dict, List
+
+import numpy as np
+
+from tflite_export.runtime import make_interpreter
+
+WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
+_LAYER_NAME = re.compile(r"quant_([^/;]+)/")
+
+
+def keras_layer_name(tensor_name):
+    """The kquant (TF-MOT `quant_` prefixed) Keras layer a TFLite tensor came from, or None."""
+    match = _LAYER_NAME.search(tensor_name)
+    return match.group(1) if match else None
+
+
+@dataclasses.dataclass
+class TFLiteSummary:
+    """Facts about one TFLite model.
+
+    Attributes:
+        size_bytes: size of the flatbuffer.
+        ops: op names in execution order.
+        float_ops: ops with a float32 input or output (empty for a fully integer model).
+        input_dtype, output_dtype: numpy type names of the model's input and output.
+        weight_codes: Keras layer name -> int8 weights with the output channel last.
+        weight_levels: Keras layer name -> largest number of distinct int8 values in one
+            output channel.
+    """
+
+    size_bytes: int
+    ops: List[str]
+    float_ops: List[str]
+    input_dtype: str
+    output_dtype: str
+    weight_codes: Dict[str, np.ndarray]
+    weight_levels: Dict[str, int]
+
+
+def _channels_last(values, op_name):
+    """TFLite weight layouts -> kquant's channels-last view of the Keras kernel."""
+    if op_name == "CONV_2D":  # (out, h, w, in) -> (h, w, in, out)
+        return np.transpose(values, (1, 2, 3, 0))
+    if op_name == "DEPTHWISE_CONV_2D":  # (1, h, w, channels) -> (h, w, 1, channels)
+        return np.transpose(values, (1, 2, 0, 3))
+    return values.T  # FULLY_CONNECTED (out, in) -> (in, out)
+
+
+def inspect(tflite_bytes):
+    """Summarises a TFLite model.
+
+    Args:
+        tflite_bytes: the flatbuffer.
+
+    Returns:
+        A `TFLiteSummary`.
+    """
+    interpreter = make_interpreter(tflite_bytes)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops, float_ops, codes = [], [], {}
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        name = op["op_name"]
+        if name == "DELEGATE":
+            continue
+        ops.append(name)
+        indices = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
+        if any(tensors[i]["dtype"] == np.float32 for i in indices):
+            float_ops.append(name)
+        if name in WEIGHT_OPS:
+            weight = tensors[op["inputs"][WEIGHT_OPS[name]]]
+            layer = keras_layer_name(weight["name"])
+            if layer is not None and weight["dtype"] == np.int8:
+                codes[layer] = _channels_last(interpreter.get_tensor(weight["index"]), name)
+    levels = {layer: max(len(np.unique(c[..., k])) for k in range(c.shape[-1]))
+              for layer, c in codes.items()}
+    return TFLiteSummary(len(tflite_bytes), ops, float_ops,
+                         interpreter.get_input_details()[0]["dtype"].__name__,
+                         interpreter.get_output_details()[0]["dtype"].__name__, codes, levels)

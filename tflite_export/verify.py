@@ -1,0 +1,137 @@
+"""Proof that an exported TFLite model computes what the Keras model computes."""
+import dataclasses
+from typing import Dict
+
+import numpy as np
+
+from kquant.precision import quantizer_states
+from kquant.quantizers import DoReFaWeightQuantizer
+from tflite_export.inspect import inspect, keras_layer_name
+from tflite_export.runtime import make_interpreter
+
+
+@dataclasses.dataclass
+class VerificationReport:
+    """How a TFLite model and its Keras model compare on data.
+
+    Attributes:
+        examples: number of examples compared.
+        agreement: fraction of examples with the same top-1 class.
+        max_logit_difference: largest |TFLite - Keras| over all outputs (TFLite dequantized).
+        keras_accuracy, tflite_accuracy: top-1 accuracy of each (None without labels).
+        weight_levels: layer -> (largest distinct int8 values in one channel, 2^bits allowed).
+        weight_codes_match: layer -> whether the int8 weights equal the Keras integer codes
+            (up to a per-channel sign that folding a negative batch-norm scale introduces).
+        activation_levels: layer -> (distinct int8 values seen at its output, 2^bits allowed).
+        float_ops: TFLite ops that still compute in float (empty for a fully integer model).
+    """
+
+    examples: int
+    agreement: float
+    max_logit_difference: float
+    keras_accuracy: float
+    tflite_accuracy: float
+    weight_levels: Dict[str, tuple]
+    weight_codes_match: Dict[str, bool]
+    activation_levels: Dict[str, tuple]
+    float_ops: list
+
+    @property
+    def levels_ok(self):
+        """True when every low-bit weight and activation stays within its 2^bits levels."""
+        return all(seen <= allowed for seen, allowed in
+                   list(self.weight_levels.values()) + list(self.activation_levels.values()))
+
+    def __str__(self):
+        return (f"TFLite vs Keras on {self.examples} examples: agreement {self.agreement:.4f}, "
+                f"max logit difference {self.max_logit_difference:.4f}, accuracy Keras "
+                f"{self.keras_accuracy:.4f} / TFLite {self.tflite_accuracy:.4f}; weight codes "
+                f"match in {sum(self.weight_codes_match.values())}/{len(self.weight_codes_match)} "
+                f"layers; levels within 2^bits: {self.levels_ok}; float ops: {self.float_ops or 'none'}")
+
+
+def _codes_match(tflite_codes, keras_codes):
+    """Equal per channel up to sign (a negative batch-norm scale flips a folded channel)."""
+    if tflite_codes.shape != keras_codes.shape:
+        return False
+    flat_t = tflite_codes.reshape(-1, tflite_codes.shape[-1]).astype(np.int64)
+    flat_k = np.rint(keras_codes.reshape(-1, keras_codes.shape[-1])).astype(np.int64)
+    return bool(np.all((flat_t == flat_k).all(axis=0) | (flat_t == -flat_k).all(axis=0)))
+
+
+def _keras_weight_codes(model):
+    codes = {}
+    for layer in model.layers:
+        for weight, quantizer, variables in getattr(layer, "_weight_vars", []):
+            if isinstance(quantizer, DoReFaWeightQuantizer):
+                codes[layer.layer.name] = quantizer.codes_and_step(weight, variables)[0].numpy()
+    return codes
+
+
+def _examples(data, max_examples):
+    images, labels = [], []
+    for batch in data:
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        images.append(np.asarray(x, np.float32))
+        if y is not None:
+            labels.append(np.asarray(y).reshape(-1))
+        if sum(len(i) for i in images) >= max_examples:
+            break
+    images = np.concatenate(images)[:max_examples]
+    labels = np.concatenate(labels)[:max_examples] if labels else None
+    return images, labels
+
+
+def verify(tflite_bytes, model, data, max_examples=10_000):
+    """Runs the TFLite model and the Keras model on the same data and compares them.
+
+    Args:
+        tflite_bytes: the exported model (`tflite_export.convert`).
+        model: the kquant Keras model it was exported from.
+        data: batches of images or (images, labels), e.g. the test `tf.data.Dataset`.
+        max_examples: compare at most this many examples.
+
+    Returns:
+        A `VerificationReport`.
+    """
+    images, labels = _examples(data, max_examples)
+    keras_logits = model.predict(images, batch_size=256, verbose=0)
+    interpreter = make_interpreter(tflite_bytes, keep_all_tensors=True)
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    in_scale, in_zero = input_detail["quantization"]
+    out_scale, out_zero = output_detail["quantization"]
+    bits = {(s.layer, s.role): int(s.bits.numpy()) for s in quantizer_states(model)}
+    minimum_outputs = {}
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        layer = keras_layer_name(interpreter.get_tensor_details()[op["outputs"][0]]["name"]) \
+            if op["op_name"] == "MINIMUM" else None
+        if (layer, "activation") in bits:
+            minimum_outputs[layer] = op["outputs"][0]
+    seen = {layer: set() for layer in minimum_outputs}
+    tflite_logits = np.empty_like(keras_logits)
+    for i, image in enumerate(images):
+        quantized = np.clip(np.round(image / in_scale + in_zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(input_detail["index"], quantized[None])
+        interpreter.invoke()
+        output = interpreter.get_tensor(output_detail["index"])[0].astype(np.float32)
+        tflite_logits[i] = (output - out_zero) * out_scale
+        for layer, index in minimum_outputs.items():
+            if len(seen[layer]) <= 256:
+                seen[layer].update(np.unique(interpreter.get_tensor(index)).tolist())
+    summary = inspect(tflite_bytes)
+    keras_codes = _keras_weight_codes(model)
+    agree = np.argmax(keras_logits, 1) == np.argmax(tflite_logits, 1)
+    return VerificationReport(
+        examples=len(images),
+        agreement=float(agree.mean()),
+        max_logit_difference=float(np.max(np.abs(keras_logits - tflite_logits))),
+        keras_accuracy=float((np.argmax(keras_logits, 1) == labels).mean()) if labels is not None else None,
+        tflite_accuracy=float((np.argmax(tflite_logits, 1) == labels).mean()) if labels is not None else None,
+        weight_levels={layer: (summary.weight_levels[layer], 2 ** bits[(layer, "weight")])
+                       for layer in keras_codes if layer in summary.weight_levels},
+        weight_codes_match={layer: _codes_match(summary.weight_codes[layer], codes)
+                            for layer, codes in keras_codes.items() if layer in summary.weight_codes},
+        activation_levels={layer: (len(values), 2 ** bits[(layer, "activation")])
+                           for layer, values in seen.items()},
+        float_ops=summary.float_ops)
