@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+import kquant
+from kquant.backend import keras
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return kquant.load_dataset("digits", batch_size=32)
+
+
+def tiny_cnn(input_shape=(8, 8, 1), num_classes=10):
+    """Conv-BN-ReLU, a residual Add, a depthwise conv and a dense head: every rule in one model."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="first")(inputs)
+    x = keras.layers.BatchNormalization(name="first_bn")(x)
+    x = keras.layers.ReLU(name="first_relu")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="middle")(x)
+    y = keras.layers.BatchNormalization(name="middle_bn")(y)
+    x = keras.layers.ReLU(name="block_out")(keras.layers.Add(name="add")([x, y]))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="depthwise")(x)
+    x = keras.layers.BatchNormalization(name="depthwise_bn")(x)
+    x = keras.layers.ReLU(6.0, name="depthwise_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x))
+
+
+@pytest.fixture
+def random_images():
+    return np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)
