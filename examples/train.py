@@ -38,6 +38,19 @@ flags.DEFINE_string("backup_dir", "", "Resume an interrupted run from this folde
 flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty skips export.")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_bool("float_reference", True, "Also train the float model from scratch on the same "
+                  "budget and report its accuracy (skipped with --init_from).")
+
+
+def fit_and_evaluate(model, data, callbacks=()):
+    """Compiles, trains with the flags' schedule, and returns (top-1 on the test set, seconds)."""
+    steps = math.ceil(data.train_size / FLAGS.batch_size)
+    kquant.compile_classifier(model, FLAGS.learning_rate, FLAGS.epochs, steps)
+    start = time.time()
+    model.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test, callbacks=list(callbacks),
+              verbose=1 if sys.stdout.isatty() else 2)
+    seconds = time.time() - start
+    return float(model.evaluate(data.test, verbose=0)[1]), seconds
 
 
 def main(argv):
@@ -49,6 +62,7 @@ def main(argv):
         model = keras.models.load_model(FLAGS.init_from, compile=False)
     else:
         model = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
+    float_model = model
     quantized = FLAGS.weight_bits != 32 or FLAGS.activation_bits != 32
     if quantized:
         recipe = kquant.Recipe(weight_bits=FLAGS.weight_bits, activation_bits=FLAGS.activation_bits,
@@ -56,26 +70,24 @@ def main(argv):
                                activation_quantizer=FLAGS.activation_quantizer)
         model = kquant.quantize_model(model, recipe)
         kquant.describe(model)
-    steps = math.ceil(data.train_size / FLAGS.batch_size)
-    kquant.compile_classifier(model, FLAGS.learning_rate, FLAGS.epochs, steps)
+    record = {"dataset": FLAGS.dataset, "model": FLAGS.model, "weight_bits": FLAGS.weight_bits,
+              "activation_bits": FLAGS.activation_bits, "epochs": FLAGS.epochs, "seed": FLAGS.seed}
+    if quantized and FLAGS.float_reference and not FLAGS.init_from:
+        keras.utils.set_random_seed(FLAGS.seed)
+        reference = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
+        record["float_top1"] = round(fit_and_evaluate(reference, data)[0], 4)
     callbacks = [keras.callbacks.BackupAndRestore(FLAGS.backup_dir)] if FLAGS.backup_dir else []
-    start = time.time()
-    model.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test, callbacks=callbacks,
-              verbose=2 if not sys.stdout.isatty() else 1)
-    train_seconds = time.time() - start
-    _, keras_top1 = model.evaluate(data.test, verbose=0)
+    keras_top1, train_seconds = fit_and_evaluate(model, data, callbacks)
     if FLAGS.save_model:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.save_model)), exist_ok=True)
         model.save(FLAGS.save_model, include_optimizer=False)
-    record = {"dataset": FLAGS.dataset, "model": FLAGS.model, "weight_bits": FLAGS.weight_bits,
-              "activation_bits": FLAGS.activation_bits, "epochs": FLAGS.epochs,
-              "seed": FLAGS.seed, "keras_top1": round(float(keras_top1), 4),
-              "train_seconds": round(train_seconds, 1)}
+    record.update(keras_top1=round(keras_top1, 4), train_seconds=round(train_seconds, 1))
     if FLAGS.export_dir:
         import tflite_export
 
         representative = data.train.unbatch().batch(1).take(200)
-        tflite_bytes = tflite_export.convert(model, representative)
+        tflite_bytes = (tflite_export.convert(model, representative) if quantized
+                        else tflite_export.convert_float(model))
         os.makedirs(FLAGS.export_dir, exist_ok=True)
         path = os.path.join(FLAGS.export_dir, f"{FLAGS.model}_w{FLAGS.weight_bits}a{FLAGS.activation_bits}.tflite")
         with open(path, "wb") as f:
@@ -84,7 +96,7 @@ def main(argv):
         print(report)
         record.update(tflite_path=path, tflite_bytes=len(tflite_bytes),
                       tflite_top1=round(report.tflite_accuracy, 4), agreement=round(report.agreement, 4),
-                      float_tflite_bytes=len(tflite_export.convert_float(model)) if quantized else None)
+                      float_tflite_bytes=len(tflite_export.convert_float(float_model)))
     print("RESULT " + json.dumps(record))
 
 

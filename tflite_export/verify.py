@@ -18,6 +18,7 @@ class VerificationReport:
         examples: number of examples compared.
         agreement: fraction of examples with the same top-1 class.
         max_logit_difference: largest |TFLite - Keras| over all outputs (TFLite dequantized).
+        output_step: the quantization step of the TFLite output, the unit of that difference.
         keras_accuracy, tflite_accuracy: top-1 accuracy of each (None without labels).
         weight_levels: layer -> (largest distinct int8 values in one channel, 2^bits allowed).
         weight_codes_match: layer -> whether the int8 weights equal the Keras integer codes
@@ -29,6 +30,7 @@ class VerificationReport:
     examples: int
     agreement: float
     max_logit_difference: float
+    output_step: float
     keras_accuracy: float
     tflite_accuracy: float
     weight_levels: Dict[str, tuple]
@@ -44,7 +46,8 @@ class VerificationReport:
 
     def __str__(self):
         return (f"TFLite vs Keras on {self.examples} examples: agreement {self.agreement:.4f}, "
-                f"max logit difference {self.max_logit_difference:.4f}, accuracy Keras "
+                f"max logit difference {self.max_logit_difference:.4f} "
+                f"({self.max_logit_difference / self.output_step:.1f} output steps), accuracy Keras "
                 f"{self.keras_accuracy:.4f} / TFLite {self.tflite_accuracy:.4f}; weight codes "
                 f"match in {sum(self.weight_codes_match.values())}/{len(self.weight_codes_match)} "
                 f"layers; levels within 2^bits: {self.levels_ok}; float ops: {self.float_ops or 'none'}")
@@ -126,6 +129,7 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
         examples=len(images),
         agreement=float(agree.mean()),
         max_logit_difference=float(np.max(np.abs(keras_logits - tflite_logits))),
+        output_step=float(out_scale),
         keras_accuracy=float((np.argmax(keras_logits, 1) == labels).mean()) if labels is not None else None,
         tflite_accuracy=float((np.argmax(tflite_logits, 1) == labels).mean()) if labels is not None else None,
         weight_levels={layer: (summary.weight_levels[layer], 2 ** bits[(layer, "weight")])

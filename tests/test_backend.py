@@ -1,0 +1,21 @@
+import subprocess
+import sys
+
+
+def run(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}, timeout=300)
+
+
+def test_kquant_selects_keras_2():
+    result = run("import kquant; from kquant.backend import keras, tf; "
+                 "print(keras.__version__, tf.keras.__name__)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].startswith("2.") and "tf_keras" in result.stdout
+
+
+def test_keras_3_already_bound_is_a_clear_error():
+    result = run("import tensorflow as tf; tf.keras.layers; import kquant")
+    assert result.returncode != 0
+    assert "kquant needs Keras 2 (tf_keras)" in result.stderr
+    assert "TF_USE_LEGACY_KERAS=1" in result.stderr

@@ -1,0 +1,65 @@
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from kquant import data
+
+
+def test_digits_are_the_offline_default_with_disjoint_stratified_splits():
+    dataset = data.load_dataset(batch_size=50)
+    assert dataset.name == "digits" and dataset.input_shape == (8, 8, 1)
+    assert dataset.train_size == 1437 and dataset.num_classes == 10
+    x_train, _ = data.load_digits_arrays("train")
+    x_test, y_test = data.load_digits_arrays("test")
+    train_rows = {row.tobytes() for row in x_train}
+    assert sum(row.tobytes() in train_rows for row in x_test) < 10  # a few digits repeat exactly
+    assert set(np.bincount(y_test)) <= {35, 36, 37}
+
+
+def test_idx_files_are_read(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in images.shape)
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(header + images.tobytes())
+    with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + (2).to_bytes(4, "big") + bytes([7, 3]))
+    x, y = data.load_idx_images(tmp_path, "train")
+    np.testing.assert_array_equal(x[..., 0], images)
+    np.testing.assert_array_equal(y, [7, 3])
+
+
+def test_image_folders_load_with_labels_in_folder_order(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label, colour in enumerate([0, 255]):
+            folder = tmp_path / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (colour,) * 3).save(folder / f"{i}.png")
+    dataset = data.load_dataset(f"folder:{tmp_path}", batch_size=6, augment=False)
+    images, labels = next(iter(dataset.test))
+    assert dataset.input_shape == (32, 32, 3) and dataset.num_classes == 2
+    brightness = images.numpy().mean(axis=(1, 2, 3))
+    assert np.all((brightness > 0) == (labels.numpy() == 1))
+
+
+def test_cifar10_loads_from_the_shared_offline_copy():
+    if data.datasets_root() is None or not (data.datasets_root() / "cifar10-jpg.tar.gz").exists():
+        pytest.skip("no offline CIFAR-10 copy; set KQUANT_DATASETS")
+    dataset = data.load_dataset("cifar10", batch_size=16, limit=64)
+    images, labels = next(iter(dataset.train))
+    assert images.shape == (16, 32, 32, 3) and dataset.num_classes == 10
+    assert abs(float(images.numpy().mean())) < 1.0 and labels.dtype.name == "int32"
+
+
+def test_dataset_root_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("KQUANT_DATASETS", str(tmp_path))
+    assert data.datasets_root() == tmp_path
+
+
+def test_bad_batch_size_is_named():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        data.load_dataset(batch_size=0)

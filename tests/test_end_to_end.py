@@ -1,0 +1,25 @@
+"""The README's main job, run as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_main_job_trains_w4a4_on_digits_and_tflite_agrees(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
+                             f"--export_dir={tmp_path}"], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    record = json.loads(line[len("RESULT "):])
+    assert record["weight_bits"] == 4 and record["activation_bits"] == 4
+    assert record["keras_top1"] > 0.85  # chance is 0.10
+    assert record["agreement"] >= 0.99
+    assert record["tflite_top1"] > 0.85
+    assert record["float_tflite_bytes"] / record["tflite_bytes"] > 3.0
+    assert os.path.getsize(record["tflite_path"]) == record["tflite_bytes"]
