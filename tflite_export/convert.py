@@ -6,8 +6,13 @@ from kquant.precision import quantizer_states
 from kquant.quantizers import export_mode
 
 
-def _representative(data, limit):
-    """Yields single float32 examples from a dataset of images or (image, label) pairs."""
+def representative_examples(data, limit=200):
+    """Yields `[example]` lists of single float32 examples, as the TFLite converter wants them.
+
+    Args:
+        data: batches of images or of (images, labels).
+        limit: how many examples at most.
+    """
     count = 0
     for batch in data:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -54,7 +59,7 @@ def convert(model, representative_data, max_examples=200):
         function = _concrete_function(model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: _representative(representative_data, max_examples)
+    converter.representative_dataset = lambda: representative_examples(representative_data, max_examples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8

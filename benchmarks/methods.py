@@ -1,0 +1,104 @@
+"""Each benchmarked method: how it turns the float model into the model it trains and exports.
+
+kquant methods go through `kquant.quantize_model`; peers (TF-MOT 8-bit, QKeras, Larq) are
+rebuilt layer by layer from the same float model with the same weights. Peers are imported
+only when asked for, so kquant never depends on them.
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import kquant
+import tflite_export
+from kquant.backend import keras, tf, tfmot
+
+
+@dataclasses.dataclass
+class Method:
+    """A benchmark method: identifier, model builder, TFLite exporter (None: no integer export)."""
+
+    name: str
+    build: Callable  # (float_model, weight_bits, activation_bits) -> Keras model
+    export: Optional[Callable]  # (model, representative) -> tflite bytes
+    note: str = ""
+
+
+def _kquant(activation_quantizer):
+    def build(float_model, weight_bits, activation_bits):
+        return kquant.quantize_model(float_model, kquant.Recipe(
+            weight_bits, activation_bits, activation_quantizer=activation_quantizer))
+    return build
+
+
+def _tfmot_8bit(float_model, weight_bits, activation_bits):
+    return tfmot.quantization.keras.quantize_model(float_model)
+
+
+def _int8_converter(model, representative):
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: tflite_export.representative_examples(representative)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _rebuild(float_model, replace):
+    """Clones a model, replacing layers by `replace(layer, is_edge)`, and copies the weights."""
+    weight_layers = [l.name for l in float_model.layers
+                     if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    edges = {weight_layers[0], weight_layers[-1]}
+    model = keras.models.clone_model(
+        float_model, clone_function=lambda layer: replace(layer, layer.name in edges)
+        or layer.__class__.from_config(layer.get_config()))
+    model.set_weights(float_model.get_weights())
+    return model
+
+
+def _qkeras(float_model, weight_bits, activation_bits):
+    import qkeras
+
+    def replace(layer, edge):
+        bits = 8 if edge else weight_bits
+        config = layer.get_config()
+        if type(layer) is keras.layers.Conv2D:
+            return qkeras.QConv2D(**config, kernel_quantizer=qkeras.quantized_bits(bits, 0, alpha=1),
+                                  bias_quantizer=qkeras.quantized_bits(32, 0, alpha=1))
+        if type(layer) is keras.layers.Dense:
+            return qkeras.QDense(**config, kernel_quantizer=qkeras.quantized_bits(bits, 0, alpha=1),
+                                 bias_quantizer=qkeras.quantized_bits(32, 0, alpha=1))
+        if type(layer) is keras.layers.ReLU:
+            return qkeras.QActivation(qkeras.quantized_relu(activation_bits), name=layer.name)
+        return None
+
+    return _rebuild(float_model, replace)
+
+
+def _larq(float_model, weight_bits, activation_bits):
+    import larq
+
+    def replace(layer, edge):
+        config = layer.get_config()
+        if type(layer) is keras.layers.Conv2D and not edge:
+            return larq.layers.QuantConv2D(
+                **config, kernel_quantizer=larq.quantizers.DoReFa(weight_bits, mode="weights"))
+        if type(layer) is keras.layers.ReLU:
+            return keras.layers.Activation(
+                larq.quantizers.DoReFa(activation_bits, mode="activations"), name=layer.name)
+        return None  # Larq has no 8-bit setting: the first conv and last dense stay float
+
+    return _rebuild(float_model, replace)
+
+
+METHODS = {
+    "kquant-dorefa": Method("kquant-dorefa", _kquant("clip"), tflite_export.convert),
+    "kquant-pact": Method("kquant-pact", _kquant("pact"), tflite_export.convert),
+    "tfmot-8bit": Method("tfmot-8bit", _tfmot_8bit, _int8_converter,
+                         "TF-MOT default scheme, always W8A8"),
+    "qkeras": Method("qkeras", _qkeras, None,
+                     "QKeras trains fake-quantized float layers; TFLite has no converter for its "
+                     "low-bit grids (int8 post-training quantization would re-quantize them)"),
+    "larq": Method("larq", _larq, None,
+                   "Larq's converter (LCE) exports binary layers only; multi-bit DoReFa has no "
+                   "integer TFLite export; first conv and last dense stay float"),
+}

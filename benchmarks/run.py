@@ -1,0 +1,163 @@
+"""Benchmark: kquant against float, TF-MOT 8-bit, QKeras and Larq, on one data set and budget.
+
+Every (method, bits) run starts from the same float checkpoint, trains the same epochs with the
+same schedule, and appends one JSON record to the results file as soon as it finishes. Runs
+already in the file are skipped, so the suite resumes where it stopped.
+
+    python benchmarks/run.py --suite=cifar10-resnet20 --methods=kquant-dorefa --bits=4,2
+    python benchmarks/run.py --suite=mnist-cnn             # the quick suite, float trained here
+    python benchmarks/report.py                              # -> docs/benchmarks.md and PNG
+"""
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
+import tflite_export  # noqa: E402
+from benchmarks.measure import StepTimer, tflite_latency  # noqa: E402
+from benchmarks.methods import METHODS  # noqa: E402
+from kquant.backend import keras, tf, tfmot  # noqa: E402
+
+SUITES = {
+    "cifar10-resnet20": dict(dataset="cifar10", model="resnet20", batch_size=128,
+                             learning_rate=0.01, epochs=4,
+                             checkpoint="benchmarks/checkpoints/resnet20_cifar10_float.h5"),
+    "mnist-cnn": dict(dataset="mnist", model="small_cnn", batch_size=128, learning_rate=0.02,
+                      epochs=1, float_epochs=2, checkpoint=None),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("suite", "mnist-cnn", list(SUITES), "Which suite.")
+flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}.")
+flags.DEFINE_list("bits", ["4", "2"], "Bit-widths (weights = activations) for low-bit methods.")
+flags.DEFINE_integer("epochs", 0, "QAT epochs (0: the suite's default).")
+flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/<suite>.jsonl).")
+
+
+def _versions():
+    import importlib.metadata as md
+
+    names = ["tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
+             "QKeras", "larq"]
+    found = {}
+    for name in names:
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+def _done(path):
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {(r["method"], r["weight_bits"], r["activation_bits"], r["epochs"], r["seed"])
+                for r in map(json.loads, filter(str.strip, f))}
+
+
+def _append(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print("RECORD " + json.dumps(record))
+
+
+def _train(model, data, suite, epochs):
+    steps = math.ceil(data.train_size / suite["batch_size"])
+    kquant.compile_classifier(model, suite["learning_rate"], epochs, steps)
+    timer = StepTimer(suite["batch_size"])
+    model.fit(data.train, epochs=epochs, callbacks=[timer], verbose=2)
+    return float(model.evaluate(data.test, verbose=0)[1]), timer.images_per_second
+
+
+def _float_model(suite, data):
+    """The float starting point: the committed checkpoint, or trained here for quick suites."""
+    if suite["checkpoint"]:
+        return keras.models.load_model(os.path.join(ROOT, suite["checkpoint"]), compile=False)
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = kquant.models.build_model(suite["model"], data.input_shape, data.num_classes)
+    _train(model, data, {**suite, "learning_rate": 0.05}, suite["float_epochs"])
+    return model
+
+
+def _clone(model):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def main(argv):
+    del argv
+    suite = SUITES[FLAGS.suite]
+    epochs = FLAGS.epochs or suite["epochs"]
+    results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", f"{FLAGS.suite}.jsonl")
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
+                               limit=FLAGS.limit or None)
+    float_model = _float_model(suite, data)
+    kquant.compile_classifier(float_model)
+    float_top1 = float(float_model.evaluate(data.test, verbose=0)[1])
+    # Float training throughput, measured in this process on a copy, as the ratio's reference.
+    _, float_speed = _train(_clone(float_model), dataclasses.replace(data, train=data.train.take(60)),
+                            suite, 1)
+    float_tflite = tflite_export.convert_float(float_model)
+    float_latency = {t: tflite_latency(float_tflite, data.input_shape, t) for t in (1, 2)}
+    representative = data.train.take(2)
+    done = _done(results)
+    command = "python " + " ".join(sys.argv)
+    common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,
+                  float_top1=round(float_top1, 4), float_tflite_bytes=len(float_tflite))
+    provenance = dict(command=command, versions=_versions(), python=platform.python_version(),
+                      date=datetime.date.today().isoformat())
+    if ("float", 32, 32, 0, FLAGS.seed) not in done:
+        float_report = tflite_export.verify(float_tflite, float_model, data.test)
+        _append(results, {**common, "method": "float", "weight_bits": 32, "activation_bits": 32,
+                          "epochs": 0, "keras_top1": round(float_top1, 4), "tflite_top1": round(
+                              float_report.tflite_accuracy, 4), "tflite_bytes": len(float_tflite),
+                          "train_throughput_ratio": 1.0, "latency_ratio_1thread": 1.0,
+                          "latency_ratio_2threads": 1.0,
+                          "note": "float TFLite (not integer); epochs 0: the starting checkpoint",
+                          **provenance})
+    for name in FLAGS.methods:
+        method = METHODS[name]
+        for bits in ([8] if name == "tfmot-8bit" else [int(b) for b in FLAGS.bits]):
+            if (name, bits, bits, epochs, FLAGS.seed) in done:
+                print(f"skip {name} W{bits}A{bits}: already in {results}")
+                continue
+            keras.utils.set_random_seed(FLAGS.seed)
+            record = dict(common, method=name, weight_bits=bits, activation_bits=bits,
+                          epochs=epochs, note=method.note)
+            try:
+                model = method.build(_clone(float_model), bits, bits)
+            except ImportError as error:
+                print(f"skip {name}: {error}")
+                continue
+            keras_top1, speed = _train(model, data, suite, epochs)
+            record.update(keras_top1=round(keras_top1, 4),
+                          train_throughput_ratio=round(speed / float_speed, 3), tflite_top1=None,
+                          tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
+                          latency_ratio_2threads=None)
+            if method.export is not None:
+                tflite = method.export(model, representative)
+                report = tflite_export.verify(tflite, model, data.test)
+                record.update(tflite_top1=round(report.tflite_accuracy, 4),
+                              agreement=round(report.agreement, 4), tflite_bytes=len(tflite),
+                              **{f"latency_ratio_{t}thread{'s' if t > 1 else ''}": round(
+                                  tflite_latency(tflite, data.input_shape, t) / float_latency[t], 3)
+                                 for t in (1, 2)})
+            _append(results, {**record, **provenance})
+
+
+if __name__ == "__main__":
+    app.run(main)
