@@ -32,7 +32,7 @@ SUITES = {
                              learning_rate=0.01, epochs=4,
                              checkpoint="benchmarks/checkpoints/resnet20_cifar10_float.h5"),
     "mnist-cnn": dict(dataset="mnist", model="small_cnn", batch_size=128, learning_rate=0.02,
-                      epochs=1, float_epochs=2, checkpoint=None),
+                      epochs=2, float_epochs=2, checkpoint=None),
 }
 
 FLAGS = flags.FLAGS

@@ -37,47 +37,6 @@ def _deserialize(config):
 
 
 @_serializable
-class WeightLayerConfig(tfmot.quantization.keras.QuantizeConfig):
-    """Conv2D, DepthwiseConv2D and Dense: quantize the kernel, and the output where needed.
-
-    Args:
-        weight_quantizer: the kernel's quantizer.
-        output_quantizer: quantizer of the layer's output, or None.
-        weight_attribute: the layer attribute holding the kernel.
-    """
-
-    def __init__(self, weight_quantizer, output_quantizer=None, weight_attribute="kernel"):
-        self.weight_quantizer = weight_quantizer
-        self.output_quantizer = output_quantizer
-        self.weight_attribute = weight_attribute
-
-    def get_weights_and_quantizers(self, layer):
-        return [(getattr(layer, self.weight_attribute), self.weight_quantizer)]
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        setattr(layer, self.weight_attribute, quantize_weights[0])
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return [self.output_quantizer] if self.output_quantizer is not None else []
-
-    def get_config(self):
-        return {"weight_quantizer": _serialize(self.weight_quantizer),
-                "output_quantizer": _serialize(self.output_quantizer),
-                "weight_attribute": self.weight_attribute}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(_deserialize(config["weight_quantizer"]),
-                   _deserialize(config["output_quantizer"]), config["weight_attribute"])
-
-
-@_serializable
 class OutputConfig(tfmot.quantization.keras.QuantizeConfig):
     """Layers without weights (activations, batch norm, Add, pooling): quantize the output, or not.
 
@@ -95,6 +54,7 @@ class OutputConfig(tfmot.quantization.keras.QuantizeConfig):
         pass
 
     def get_activations_and_quantizers(self, layer):
+        # Inline activations are quantized at the output instead (see `config_for`).
         return []
 
     def set_quantize_activations(self, layer, quantize_activations):
@@ -109,6 +69,37 @@ class OutputConfig(tfmot.quantization.keras.QuantizeConfig):
     @classmethod
     def from_config(cls, config):
         return cls(_deserialize(config["output_quantizer"]))
+
+
+@_serializable
+class WeightLayerConfig(OutputConfig):
+    """Conv2D, DepthwiseConv2D and Dense: quantize the kernel, and the output where needed.
+
+    Args:
+        weight_quantizer: the kernel's quantizer.
+        output_quantizer: quantizer of the layer's output, or None.
+        weight_attribute: the layer attribute holding the kernel.
+    """
+
+    def __init__(self, weight_quantizer, output_quantizer=None, weight_attribute="kernel"):
+        super().__init__(output_quantizer)
+        self.weight_quantizer = weight_quantizer
+        self.weight_attribute = weight_attribute
+
+    def get_weights_and_quantizers(self, layer):
+        return [(getattr(layer, self.weight_attribute), self.weight_quantizer)]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        setattr(layer, self.weight_attribute, quantize_weights[0])
+
+    def get_config(self):
+        return {**super().get_config(), "weight_quantizer": _serialize(self.weight_quantizer),
+                "weight_attribute": self.weight_attribute}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(_deserialize(config["weight_quantizer"]),
+                   _deserialize(config["output_quantizer"]), config["weight_attribute"])
 
 
 def activation_name(layer):
@@ -149,8 +140,8 @@ def config_for(layer, recipe, layer_consumers, first_or_last):
         is_activation_layer(c) or isinstance(c, keras.layers.BatchNormalization)
         for c in layer_consumers)
     feeds_activation = bool(layer_consumers) and all(is_activation_layer(c) for c in layer_consumers)
-    if isinstance(layer, tuple(WEIGHT_LAYERS)):
-        attribute = WEIGHT_LAYERS[type(layer)] if type(layer) in WEIGHT_LAYERS else "kernel"
+    if type(layer) in WEIGHT_LAYERS:  # exact types: Conv2DTranspose's kernel layout differs
+        attribute = WEIGHT_LAYERS[type(layer)]
         activation = activation_name(layer)
         if activation in ACTIVATIONS:
             output = recipe.activation_quantizer_for(layer)

@@ -85,7 +85,7 @@ def plan(model, recipe):
         ValueError: naming every layer kquant cannot quantize and why.
     """
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    weight_layers = [layer for layer in layers if isinstance(layer, tuple(configs.WEIGHT_LAYERS))]
+    weight_layers = [layer for layer in layers if type(layer) in configs.WEIGHT_LAYERS]
     edges = {weight_layers[0].name, weight_layers[-1].name} if weight_layers else set()
     layer_consumers = graph.consumers(model)
     result, problems = {}, []

@@ -18,7 +18,8 @@ class VerificationReport:
         examples: number of examples compared.
         agreement: fraction of examples with the same top-1 class.
         max_logit_difference: largest |TFLite - Keras| over all outputs (TFLite dequantized).
-        output_step: the quantization step of the TFLite output, the unit of that difference.
+        output_step: the quantization step of the TFLite output, the unit of that difference
+            (0 for a float output).
         keras_accuracy, tflite_accuracy: top-1 accuracy of each (None without labels).
         weight_levels: layer -> (largest distinct int8 values in one channel, 2^bits allowed).
         weight_codes_match: layer -> whether the int8 weights equal the Keras integer codes
@@ -45,9 +46,10 @@ class VerificationReport:
                    list(self.weight_levels.values()) + list(self.activation_levels.values()))
 
     def __str__(self):
+        steps = (f" ({self.max_logit_difference / self.output_step:.1f} output steps)"
+                 if self.output_step else "")
         return (f"TFLite vs Keras on {self.examples} examples: agreement {self.agreement:.4f}, "
-                f"max logit difference {self.max_logit_difference:.4f} "
-                f"({self.max_logit_difference / self.output_step:.1f} output steps), accuracy Keras "
+                f"max logit difference {self.max_logit_difference:.4f}{steps}, accuracy Keras "
                 f"{self.keras_accuracy:.4f} / TFLite {self.tflite_accuracy:.4f}; weight codes "
                 f"match in {sum(self.weight_codes_match.values())}/{len(self.weight_codes_match)} "
                 f"layers; levels within 2^bits: {self.levels_ok}; float ops: {self.float_ops or 'none'}")
@@ -114,11 +116,12 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
     seen = {layer: set() for layer in minimum_outputs}
     tflite_logits = np.empty_like(keras_logits)
     for i, image in enumerate(images):
-        quantized = np.clip(np.round(image / in_scale + in_zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(input_detail["index"], quantized[None])
+        if input_detail["dtype"] == np.int8:
+            image = np.clip(np.round(image / in_scale + in_zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(input_detail["index"], image[None])
         interpreter.invoke()
         output = interpreter.get_tensor(output_detail["index"])[0].astype(np.float32)
-        tflite_logits[i] = (output - out_zero) * out_scale
+        tflite_logits[i] = (output - out_zero) * out_scale if out_scale else output
         for layer, index in minimum_outputs.items():
             if len(seen[layer]) <= 256:
                 seen[layer].update(np.unique(interpreter.get_tensor(index)).tolist())

@@ -1,0 +1,31 @@
+"""The MNIST benchmark suite in reduced form, as a regression floor (no timing assertions)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_reduced_mnist_suite_stays_above_its_accuracy_floor(tmp_path):
+    from kquant.data import datasets_root
+
+    if datasets_root() is None:
+        pytest.skip("no offline MNIST copy; set KQUANT_DATASETS")
+    results = tmp_path / "mnist.jsonl"
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--suite=mnist-cnn",
+               "--limit=10000", "--bits=4", "--methods=kquant-dorefa,kquant-pact,tfmot-8bit",
+               f"--results={results}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {r["method"]: r for r in map(json.loads, results.read_text().splitlines())}
+    assert set(records) == {"float", "kquant-dorefa", "kquant-pact", "tfmot-8bit"}
+    for method, record in records.items():
+        assert record["keras_top1"] > 0.8, (method, record["keras_top1"])  # chance is 0.1
+        assert record["tflite_top1"] > 0.8 and record["command"].startswith("python ")
+    for method in ("kquant-dorefa", "kquant-pact"):
+        assert records[method]["agreement"] >= 0.98
+        assert records[method]["float_tflite_bytes"] / records[method]["tflite_bytes"] > 3.0
