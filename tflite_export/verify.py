@@ -18,6 +18,8 @@ class VerificationReport:
         examples: number of examples compared.
         agreement: fraction of examples with the same top-1 class.
         max_logit_difference: largest |TFLite - Keras| over all outputs (TFLite dequantized).
+        mean_logit_difference: mean |TFLite - Keras|; a rounding tie that flips one
+            activation level moves the maximum, the mean shows whether the two really agree.
         output_step: the quantization step of the TFLite output, the unit of that difference
             (0 for a float output).
         keras_accuracy, tflite_accuracy: top-1 accuracy of each (None without labels).
@@ -31,6 +33,7 @@ class VerificationReport:
     examples: int
     agreement: float
     max_logit_difference: float
+    mean_logit_difference: float
     output_step: float
     keras_accuracy: float
     tflite_accuracy: float
@@ -132,6 +135,7 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
         examples=len(images),
         agreement=float(agree.mean()),
         max_logit_difference=float(np.max(np.abs(keras_logits - tflite_logits))),
+        mean_logit_difference=float(np.mean(np.abs(keras_logits - tflite_logits))),
         output_step=float(out_scale),
         keras_accuracy=float((np.argmax(keras_logits, 1) == labels).mean()) if labels is not None else None,
         tflite_accuracy=float((np.argmax(tflite_logits, 1) == labels).mean()) if labels is not None else None,
