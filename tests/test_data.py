@@ -63,3 +63,17 @@ def test_dataset_root_override(tmp_path, monkeypatch):
 def test_bad_batch_size_is_named():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         data.load_dataset(batch_size=0)
+
+
+def test_cifar_augmentation_crops_with_padding_and_flips():
+    from kquant.backend import tf
+
+    image = tf.reshape(tf.range(32 * 32 * 3, dtype=tf.float32) + 1, (32, 32, 3))
+    tf.random.set_seed(0)
+    outputs = [data._augment_cifar(image, 0)[0].numpy() for _ in range(30)]
+    assert all(o.shape == (32, 32, 3) for o in outputs)
+    assert any((o == 0).any() for o in outputs)  # some crops reach into the zero padding
+    # values grow along the width, so a flipped crop shrinks along it
+    assert any(o[16, 10, 0] > o[16, 11, 0] > 0 for o in outputs)
+    assert any(0 < o[16, 10, 0] < o[16, 11, 0] for o in outputs)
+    assert len({o.tobytes() for o in outputs}) > 10
