@@ -17,3 +17,53 @@ def consumers(model):
 def is_sequential_or_functional(model):
     """True for Sequential and functional models, False for subclassed ones."""
     return isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+
+
+def unwrap(layer):
+    """The float layer inside a TF-MOT wrapper (or the layer itself)."""
+    return getattr(layer, "layer", layer)
+
+
+def residual_units(model):
+    """Splits a functional model into units that end at each residual Add (and its activation).
+
+    A unit also ends where the model forks into a residual block (a layer whose output feeds an
+    Add and another layer), so the layers before the first block (the stem) and after the
+    last (the head) form units of their own. Only layers with weights or quantizers matter to
+    callers; the input and TF-MOT's input quantizer are left out. Names are those of the float
+    layers (inside TF-MOT wrappers).
+
+    Returns:
+        A list of lists of layer names, in order.
+
+    Raises:
+        ValueError: if the model has no residual Add layers.
+    """
+    from kquant.configs import is_activation_layer
+
+    layer_consumers = consumers(model)
+    units, current, close_at = [], [], None
+    for layer in model.layers:
+        inner = unwrap(layer)
+        if isinstance(layer, keras.layers.InputLayer) or type(layer).__name__ == "QuantizeLayer":
+            continue
+        current.append(inner.name)
+        following = layer_consumers.get(layer.name, [])
+        if len(following) > 1 and any(isinstance(unwrap(c), keras.layers.Add) for c in following):
+            units.append(current)
+            current = []
+            continue
+        if isinstance(inner, keras.layers.Add):
+            if len(following) == 1 and is_activation_layer(unwrap(following[0])):
+                close_at = following[0].name
+                continue
+            close_at = layer.name
+        if layer.name == close_at:
+            units.append(current)
+            current, close_at = [], None
+    if not units:
+        raise ValueError(f"residual_units: model {model.name!r} has no residual Add layers; give "
+                         "the units by layer name, or use one unit per layer.")
+    if current:
+        units.append(current)
+    return units
