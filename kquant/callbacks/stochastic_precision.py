@@ -53,9 +53,8 @@ class StochasticPrecision(keras.callbacks.Callback):
     def probability(self, progress):
         """p at a fraction `progress` in [0, 1] of training."""
         ramp_progress = min(1.0, progress / self.ramp_fraction)
-        if self.ramp == "steps":
-            ramp_progress = np.floor(ramp_progress * 4) / 3 if ramp_progress < 1 else 1.0
-            ramp_progress = min(ramp_progress, 1.0)
+        if self.ramp == "steps" and ramp_progress < 1:
+            ramp_progress = np.floor(ramp_progress * 4) / 3  # p0, then thirds of the way, then 1
         return self.initial_probability + (1.0 - self.initial_probability) * ramp_progress
 
     def resolve_units(self, model):

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+
+import kquant
+import tflite_export
+from kquant.backend import keras
+from kquant.callbacks import ProgressiveBitWidth, StochasticPrecision, TwoStageQuantization
+from tests.conftest import tiny_cnn
+
+
+class Recorder(keras.callbacks.Callback):
+    """Reads every quantizer's bits and switch at the end of each epoch (or batch)."""
+
+    def __init__(self, per_batch=False):
+        super().__init__()
+        self.per_batch, self.rows = per_batch, []
+
+    def _read(self):
+        self.rows.append({(s.layer, s.role): (int(s.bits.numpy()), bool(s.enabled.numpy() > 0.5))
+                          for s in kquant.precision.quantizer_states(self.model)})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.per_batch:
+            self._read()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.per_batch:
+            self._read()
+
+
+def quantized_tiny(weight_bits=2, activation_bits=2):
+    model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(weight_bits, activation_bits))
+    kquant.compile_classifier(model, 0.01, 4, 5)
+    return model
+
+
+def test_progressive_bit_width_follows_equal_stages(digits):
+    model, recorder = quantized_tiny(), Recorder()
+    model.fit(digits.train.take(3), epochs=4, verbose=0,
+              callbacks=[ProgressiveBitWidth([32, 8, 4, 2], {0: 8, 2: 2}), recorder])
+    middle_weight = [row[("middle", "weight")] for row in recorder.rows]
+    relu = [row[("block_out", "activation")] for row in recorder.rows]
+    assert [on for _, on in middle_weight] == [False, True, True, True]
+    assert [bits for bits, _ in middle_weight][1:] == [8, 4, 2]
+    assert relu == [(8, True), (8, True), (2, True), (2, True)]
+    assert all(row[("first", "weight")] == (8, True) for row in recorder.rows)  # 8-bit edge layer
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(weight_schedule=[8, 4, 2, 1, 1]), "5 stages but fit runs 4 epochs"),
+    (dict(activation_schedule={1: 4}), "must start at epoch 0"),
+])
+def test_schedules_that_do_not_fit_the_epochs_are_errors(digits, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        quantized_tiny().fit(digits.train.take(1), epochs=4, verbose=0,
+                             callbacks=[ProgressiveBitWidth(**kwargs)])
+
+
+def test_rising_or_invalid_schedules_are_refused_unless_asked():
+    with pytest.raises(ValueError, match="goes up"):
+        ProgressiveBitWidth(weight_schedule=[2, 4])
+    ProgressiveBitWidth(weight_schedule=[2, 4], allow_increase=True)
+    with pytest.raises(ValueError, match="allowed are integers 1-8 and 32"):
+        ProgressiveBitWidth(activation_schedule=[16, 8])
+
+
+def test_two_stage_quantizes_activations_from_the_boundary(digits):
+    model, recorder = quantized_tiny(4, 4), Recorder(per_batch=True)
+    model.fit(digits.train.take(3), epochs=2, verbose=0,
+              callbacks=[TwoStageQuantization(boundary_step=4), recorder])
+    activation_on = [row[("block_out", "activation")][1] for row in recorder.rows]
+    weight_on = [row[("middle", "weight")][1] for row in recorder.rows]
+    assert activation_on == [False] * 4 + [True] * 2 and all(weight_on)
+    with pytest.raises(ValueError, match="exactly one"):
+        TwoStageQuantization()
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+def test_progressive_schedule_resumes_at_the_interrupted_epoch(digits, tmp_path):
+    def run(extra):
+        model, recorder = quantized_tiny(), Recorder()
+        callbacks = [keras.callbacks.BackupAndRestore(str(tmp_path)),
+                     ProgressiveBitWidth(activation_schedule=[8, 6, 4, 2]), recorder, *extra]
+        try:
+            model.fit(digits.train.take(2), epochs=4, verbose=0, callbacks=callbacks)
+        except RuntimeError:
+            pass
+        return [row[("block_out", "activation")][0] for row in recorder.rows]
+
+    assert run([Interrupt()]) == [8, 6]
+    assert run([]) == [4, 2]  # resumed at epoch 2: the bits of epochs 2 and 3
+
+
+def test_stochastic_precision_samples_units_with_probability_p(digits):
+    model = quantized_tiny()
+    callback = StochasticPrecision(units="residual", initial_probability=0.25, ramp_fraction=1.0,
+                                   seed=3)
+    recorder = Recorder(per_batch=True)
+    model.fit(digits.train.repeat().take(200), epochs=1, steps_per_epoch=200, verbose=0,
+              callbacks=[callback, recorder])
+    units = callback.resolve_units(model)
+    assert len(units) >= 3
+    draws = np.array([[row[(u[0].layer, u[0].role)][1] for u in units] for row in recorder.rows])
+    # every quantizer of a unit switches together
+    for row in recorder.rows:
+        for unit in units:
+            assert len({row[(s.layer, s.role)][1] for s in unit}) == 1
+    p = np.array([callback.probability(step / 200) for step in range(200)])
+    expected, spread = p.sum() * len(units), np.sqrt((p * (1 - p)).sum() * len(units))
+    assert abs(draws.sum() - expected) < 4 * spread
+    assert draws[:50].mean() < draws[-50:].mean()
+    # evaluation and export see a fully quantized model
+    model.evaluate(digits.test.take(1), verbose=0)
+    assert all(s.enabled.numpy() == 1.0 for s in kquant.precision.quantizer_states(model))
+    tflite_export.convert(model, digits.train.take(1))
+
+
+def test_stochastic_precision_is_repeatable_with_a_seed(digits):
+    def states(seed):
+        model, recorder = quantized_tiny(), Recorder(per_batch=True)
+        model.fit(digits.train.take(10), epochs=1, verbose=0,
+                  callbacks=[StochasticPrecision("layers", 0.5, seed=seed), recorder])
+        return [tuple(v[1] for v in row.values()) for row in recorder.rows]
+
+    assert states(1) == states(1) != states(2)
+
+
+def test_stochastic_ramp_in_steps():
+    callback = StochasticPrecision(initial_probability=0.25, ramp="steps", ramp_fraction=0.8)
+    probabilities = [callback.probability(t) for t in (0.0, 0.25, 0.45, 0.65, 0.8, 0.95)]
+    np.testing.assert_allclose(probabilities, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])

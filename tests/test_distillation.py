@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+import kquant
+import tflite_export
+from kquant.backend import keras, tf
+from kquant.training import JointDistillation
+from tests.conftest import tiny_cnn
+
+
+def networks(bits=(2, 4), build=tiny_cnn):
+    keras.utils.set_random_seed(0)
+    float_model = build()
+    teacher = kquant.quantize_model(float_model, kquant.Recipe(8, 8))
+    kquant.precision.set_enabled(teacher, False)  # full precision, activations clipped
+    students = [kquant.quantize_model(float_model, kquant.Recipe(b, b)) for b in bits]
+    return teacher, students
+
+
+def compiled(teacher, students, **kwargs):
+    model = JointDistillation(teacher, students, **kwargs)
+    model.compile(keras.optimizers.SGD(0.05), [keras.optimizers.SGD(0.05) for _ in students])
+    return model
+
+
+def test_students_learn_and_every_network_is_reported(digits):
+    teacher, students = networks(build=lambda: kquant.models.small_cnn((8, 8, 1), 10))
+    model = compiled(teacher, students)
+    history = model.fit(digits.train, epochs=4, validation_data=digits.test, verbose=0)
+    results = model.evaluate(digits.test, verbose=0, return_dict=True)
+    for name in ("teacher", "student_0", "student_1"):
+        assert results[f"{name}_accuracy"] > 0.8, results  # chance is 0.1
+        assert f"val_{name}_loss" in history.history
+    # a student is an ordinary kquant model afterwards
+    tflite = tflite_export.convert(students[0], digits.train.take(2))
+    assert tflite_export.verify(tflite, students[0], digits.test).agreement >= 0.97
+
+
+def test_teacher_does_not_move_when_its_loss_weights_are_zero(digits):
+    teacher, students = networks(bits=(2,))
+    before = [w.numpy().copy() for w in teacher.trainable_weights]
+    student_before = [w.numpy().copy() for w in students[0].trainable_weights]
+    compiled(teacher, students, teacher_weight=0.0, teacher_distillation_weight=0.0).fit(
+        digits.train.take(3), verbose=0)
+    for old, new in zip(before, teacher.trainable_weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert any(not np.array_equal(o, n.numpy()) for o, n in zip(student_before, students[0].trainable_weights))
+
+
+@pytest.mark.parametrize("guidance,feature_layers", [("kl", None), ("mse", None), ("mse", ["block_out"])])
+def test_each_loss_reaches_only_its_own_network(digits, guidance, feature_layers):
+    teacher, students = networks()
+    model = compiled(teacher, students, guidance=guidance, feature_layers=feature_layers)
+    x, y = next(iter(digits.train))
+    with tf.GradientTape(persistent=True) as tape:
+        teacher_loss, student_losses, _ = model.compute_losses(x, y)
+    assert all(g is None for g in tape.gradient(teacher_loss, students[0].trainable_variables))
+    assert all(g is None for g in tape.gradient(student_losses[1], teacher.trainable_variables))
+    assert all(g is None for g in tape.gradient(student_losses[1], students[0].trainable_variables))
+    assert any(g is not None for g in tape.gradient(student_losses[0], students[0].trainable_variables))
+    assert np.isfinite(float(teacher_loss)) and all(np.isfinite(float(l)) for l in student_losses)
+
+
+def test_kl_term_matches_its_formula():
+    from kquant.training.distillation import _kl
+
+    p, q = np.array([[1.0, 2.0, 0.5]]), np.array([[0.3, 0.1, 2.0]])
+    temperature = 2.0
+    soft_p = np.exp(p / temperature) / np.exp(p / temperature).sum()
+    soft_q = np.exp(q / temperature) / np.exp(q / temperature).sum()
+    expected = temperature ** 2 * (soft_p * np.log(soft_p / soft_q)).sum()
+    assert np.isclose(float(_kl(tf.constant(p), tf.constant(q), temperature)), expected)
+
+
+def test_bad_arguments_are_named():
+    teacher, students = networks(bits=(2,))
+    with pytest.raises(ValueError, match="no layer 'missing'"):
+        JointDistillation(teacher, students, guidance="mse", feature_layers=["missing"])
+    with pytest.raises(ValueError, match="guidance must be"):
+        JointDistillation(teacher, students, guidance="l1")
+    with pytest.raises(ValueError, match="1 students need as many optimizers"):
+        JointDistillation(teacher, students).compile(keras.optimizers.SGD(), [])
