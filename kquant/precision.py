@@ -31,7 +31,13 @@ class QuantizerState:
 
 
 def quantizer_states(model) -> List[QuantizerState]:
-    """Lists every low-bit quantizer of a model (nested models included), in layer order."""
+    """Lists every low-bit quantizer of a model (nested models included), in layer order.
+
+    A training wrapper with a `quantized_models` attribute (such as `JointDistillation`) is
+    represented by those models only, so its full-precision teacher is never switched.
+    """
+    if hasattr(model, "quantized_models"):
+        return [state for m in model.quantized_models for state in quantizer_states(m)]
     states = []
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):

@@ -11,8 +11,7 @@ from tests.conftest import tiny_cnn
 def networks(bits=(2, 4), build=tiny_cnn):
     keras.utils.set_random_seed(0)
     float_model = build()
-    teacher = kquant.quantize_model(float_model, kquant.Recipe(8, 8))
-    kquant.precision.set_enabled(teacher, False)  # full precision, activations clipped
+    teacher = kquant.training.clipped_teacher(float_model)
     students = [kquant.quantize_model(float_model, kquant.Recipe(b, b)) for b in bits]
     return teacher, students
 
@@ -59,6 +58,28 @@ def test_each_loss_reaches_only_its_own_network(digits, guidance, feature_layers
     assert all(g is None for g in tape.gradient(student_losses[1], students[0].trainable_variables))
     assert any(g is not None for g in tape.gradient(student_losses[0], students[0].trainable_variables))
     assert np.isfinite(float(teacher_loss)) and all(np.isfinite(float(l)) for l in student_losses)
+
+
+def test_clipped_teacher_is_float_with_activations_on_zero_to_one():
+    model = kquant.models.small_cnn((8, 8, 1), 10)
+    teacher = kquant.training.clipped_teacher(model)
+    probe = keras.Model(teacher.input, teacher.get_layer("block1_relu").output)
+    values = probe.predict(np.random.default_rng(0).normal(size=(4, 8, 8, 1)) * 5, verbose=0)
+    assert values.min() == 0.0 and values.max() == 1.0 and len(np.unique(values)) > 100
+    assert not kquant.precision.quantizer_states(teacher)
+
+
+def test_precision_callbacks_steer_only_the_students(digits):
+    teacher, students = networks()
+    model = compiled(teacher, students)
+    states = kquant.precision.quantizer_states(model)
+    assert {id(s.bits) for s in states} == {id(s.bits) for st in students
+                                            for s in kquant.precision.quantizer_states(st)}
+    model.fit(digits.train.take(4), epochs=2, verbose=0, callbacks=[
+        kquant.callbacks.StochasticPrecision(initial_probability=0.5),
+        kquant.callbacks.ProgressiveBitWidth(activation_schedule=[8, 4])])
+    assert [int(s.bits.numpy()) for s in kquant.precision.quantizer_states(students[1])
+            if s.role == "activation"] == [4, 4, 4]
 
 
 def test_kl_term_matches_its_formula():

@@ -120,7 +120,9 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
     tflite_logits = np.empty_like(keras_logits)
     for i, image in enumerate(images):
         if input_detail["dtype"] == np.int8:
-            image = np.clip(np.round(image / in_scale + in_zero), -128, 127).astype(np.int8)
+            # Round half up, as the Keras model's input FakeQuant does: inputs with few distinct
+            # values (digits' 17 grey levels) can sit exactly on a half step.
+            image = np.clip(np.floor(image / in_scale + in_zero + 0.5), -128, 127).astype(np.int8)
         interpreter.set_tensor(input_detail["index"], image[None])
         interpreter.invoke()
         output = interpreter.get_tensor(output_detail["index"])[0].astype(np.float32)

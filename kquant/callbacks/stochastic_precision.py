@@ -62,7 +62,8 @@ class StochasticPrecision(keras.callbacks.Callback):
         states = precision.quantizer_states(model)
         names = {s.layer for s in states}
         if self.units == "residual":
-            units = graph.residual_units(model)
+            units = [unit for m in getattr(model, "quantized_models", [model])
+                     for unit in graph.residual_units(m)]
         elif self.units == "layers":
             units = [[name] for name in dict.fromkeys(s.layer for s in states)]
         else:

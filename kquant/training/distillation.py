@@ -14,6 +14,36 @@ from typing import Optional, Sequence
 from kquant.backend import keras, tf
 
 
+def clipped_teacher(float_model, clip=1.0):
+    """A float copy of a model whose ReLU/ReLU6 activations are clipped to [0, clip].
+
+    The teacher of joint distillation is full precision but sees activations on the range the
+    students quantize (DoReFa's [0, 1] by default), so their logits are comparable.
+
+    Args:
+        float_model: a Sequential or functional float model.
+        clip: upper end of the activation range.
+
+    Returns:
+        A new model with the same weights.
+    """
+    from kquant.configs import is_activation_layer
+
+    def clone(layer):
+        if is_activation_layer(layer) or getattr(layer, "activation", None) is not None and \
+                keras.activations.serialize(layer.activation) in ("relu", "relu6"):
+            if is_activation_layer(layer):
+                return keras.layers.ReLU(max_value=clip, name=layer.name)
+            config = layer.get_config()
+            config["activation"] = lambda x: tf.clip_by_value(x, 0.0, clip)
+            return layer.__class__.from_config(config)
+        return layer.__class__.from_config(layer.get_config())
+
+    teacher = keras.models.clone_model(float_model, clone_function=clone)
+    teacher.set_weights(float_model.get_weights())
+    return teacher
+
+
 def _kl(p_logits, q_logits, temperature):
     """T^2 * KL(softmax(p/T) || softmax(q/T)), averaged over the batch."""
     p = tf.nn.log_softmax(p_logits / temperature)
@@ -41,8 +71,8 @@ class JointDistillation(keras.Model):
     kquant model that `tflite_export.convert` exports.
 
     Args:
-        teacher: the full-precision model (activations clipped like the students', e.g. a kquant
-            model with its quantizers switched off, or a float model).
+        teacher: the full-precision model, with activations clipped like the students'
+            (`clipped_teacher(float_model)`).
         students: the low-precision models (from `kquant.quantize_model`).
         temperature: T.
         teacher_weight, student_weight: l_t and l_s, weights of the cross-entropy terms.
@@ -91,6 +121,11 @@ class JointDistillation(keras.Model):
                              f"optimizers, got {len(student_optimizers)}.")
         super().compile(optimizer=teacher_optimizer, **kwargs)
         self.student_optimizers = list(student_optimizers)
+
+    @property
+    def quantized_models(self):
+        """The students: what precision callbacks steer (the teacher stays full precision)."""
+        return self.students
 
     @property
     def metrics(self):
