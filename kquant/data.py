@@ -128,7 +128,14 @@ def image_folder(root: str, split: str) -> tf.data.Dataset:
 def _tfds(name: str, split: str) -> Tuple[tf.data.Dataset, int]:
     import tensorflow_datasets as tfds
 
-    ds, info = tfds.load(name, split=split, as_supervised=True, with_info=True)
+    try:
+        ds, info = tfds.load(name, split=split, as_supervised=True, with_info=True)
+    except Exception as error:  # tfds raises many types when it cannot download
+        raise RuntimeError(
+            f"load_dataset: {name!r} is not in the offline copy (looked in {datasets_root()}) and "
+            f"tfds.load could not get it ({type(error).__name__}: {error}). On a machine without "
+            "internet set KQUANT_DATASETS to the shared datasets folder, or use 'digits' or "
+            "'folder:/path'.") from error
     return ds, info.features["label"].num_classes
 
 

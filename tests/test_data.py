@@ -77,3 +77,10 @@ def test_cifar_augmentation_crops_with_padding_and_flips():
     assert any(o[16, 10, 0] > o[16, 11, 0] > 0 for o in outputs)
     assert any(0 < o[16, 10, 0] < o[16, 11, 0] for o in outputs)
     assert len({o.tobytes() for o in outputs}) > 10
+
+
+def test_unavailable_tfds_names_explain_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KQUANT_DATASETS", str(tmp_path))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    with pytest.raises(RuntimeError, match="set KQUANT_DATASETS"):
+        data.load_dataset("mnist")
