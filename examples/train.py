@@ -6,6 +6,7 @@ With no flags it trains a W4A4 small CNN on scikit-learn's digits (offline) in a
     python examples/train.py --weight_bits=32 --activation_bits=32 --save_model=float.h5
     python examples/train.py --dataset=cifar10 --model=resnet20 --init_from=float.h5 \
         --weight_bits=2 --activation_bits=2 --epochs=5
+    python examples/train.py --technique=stochastic-precision+joint-distillation --extra_students=4
 
 Bits of 32 mean float. It prints one line starting with RESULT and a JSON record.
 """
@@ -20,7 +21,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
-from kquant.backend import keras, tf  # noqa: E402
+from kquant.backend import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "digits", "digits, mnist, cifar10, folder:/path or a tfds name.")
@@ -38,18 +39,42 @@ flags.DEFINE_string("backup_dir", "", "Resume an interrupted run from this folde
 flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty skips export.")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("technique", "none", "Training technique(s), joined with '+': two-stage, "
+                    "progressive-bits, stochastic-precision, joint-distillation; or none.")
+flags.DEFINE_integer("stage_boundary_epoch", 0, "two-stage: first epoch with quantized "
+                     "activations (0: half of the epochs).")
+flags.DEFINE_float("initial_probability", 0.25, "stochastic-precision: p0, ramping to 1.")
+flags.DEFINE_list("extra_students", [], "joint-distillation: bit-widths (W=A) of further students "
+                  "trained beside the main one, e.g. 4.")
+flags.DEFINE_float("temperature", 1.0, "joint-distillation: softmax temperature.")
 flags.DEFINE_bool("float_reference", True, "Also train the float model from scratch on the same "
                   "budget and report its accuracy (skipped with --init_from).")
 
 
-def fit_and_evaluate(model, data, callbacks=()):
-    """Compiles, trains with the flags' schedule, and returns (top-1 on the test set, seconds)."""
+def fit_and_evaluate(model, data, callbacks=(), teacher=None, extra_students=()):
+    """Trains with the flags' schedule; returns (top-1 of `model` on the test set, seconds).
+
+    With a `teacher`, `model` and `extra_students` train by joint distillation with it, each
+    network with its own optimizer.
+    """
     steps = math.ceil(data.train_size / FLAGS.batch_size)
-    kquant.compile_classifier(model, FLAGS.learning_rate, FLAGS.epochs, steps)
+    trained = model
+    if teacher is not None:
+        trained = kquant.training.JointDistillation(teacher, [model, *extra_students],
+                                                    temperature=FLAGS.temperature)
+        optimizers = [kquant.cosine_sgd(FLAGS.learning_rate, FLAGS.epochs, steps)
+                      for _ in range(len(extra_students) + 2)]
+        trained.compile(optimizers[0], optimizers[1:])
+    else:
+        kquant.compile_classifier(model, FLAGS.learning_rate, FLAGS.epochs, steps)
     start = time.time()
-    model.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test, callbacks=list(callbacks),
-              verbose=1 if sys.stdout.isatty() else 2)
+    trained.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test,
+                callbacks=list(callbacks), verbose=1 if sys.stdout.isatty() else 2)
     seconds = time.time() - start
+    if teacher is not None:
+        for name, value in trained.evaluate(data.test, verbose=0, return_dict=True).items():
+            print(f"joint distillation, {name}: {value:.4f}")
+        kquant.compile_classifier(model)
     return float(model.evaluate(data.test, verbose=0)[1]), seconds
 
 
@@ -64,20 +89,35 @@ def main(argv):
         model = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
     float_model = model
     quantized = FLAGS.weight_bits != 32 or FLAGS.activation_bits != 32
+    techniques = kquant.techniques.parse_techniques(FLAGS.technique)
+    if techniques and not quantized:
+        raise app.UsageError("--technique needs a quantized model (bits below 32).")
+
+    def quantize(weight_bits, activation_bits):
+        return kquant.quantize_model(float_model, kquant.Recipe(
+            weight_bits=weight_bits, activation_bits=activation_bits,
+            weight_quantizer=FLAGS.weight_quantizer, activation_quantizer=FLAGS.activation_quantizer))
+
+    teacher, extra_students = None, []
     if quantized:
-        recipe = kquant.Recipe(weight_bits=FLAGS.weight_bits, activation_bits=FLAGS.activation_bits,
-                               weight_quantizer=FLAGS.weight_quantizer,
-                               activation_quantizer=FLAGS.activation_quantizer)
-        model = kquant.quantize_model(model, recipe)
+        model = quantize(FLAGS.weight_bits, FLAGS.activation_bits)
         kquant.describe(model)
+    if "joint-distillation" in techniques:
+        teacher = kquant.training.clipped_teacher(float_model)
+        extra_students = [quantize(int(b), int(b)) for b in FLAGS.extra_students]
+    callbacks = kquant.techniques.precision_callbacks(
+        techniques, FLAGS.epochs, FLAGS.weight_bits, FLAGS.activation_bits,
+        FLAGS.stage_boundary_epoch or None, FLAGS.initial_probability, FLAGS.seed)
     record = {"dataset": FLAGS.dataset, "model": FLAGS.model, "weight_bits": FLAGS.weight_bits,
-              "activation_bits": FLAGS.activation_bits, "epochs": FLAGS.epochs, "seed": FLAGS.seed}
+              "activation_bits": FLAGS.activation_bits, "technique": FLAGS.technique,
+              "epochs": FLAGS.epochs, "seed": FLAGS.seed}
     if quantized and FLAGS.float_reference and not FLAGS.init_from:
         keras.utils.set_random_seed(FLAGS.seed)
         reference = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
         record["float_top1"] = round(fit_and_evaluate(reference, data)[0], 4)
-    callbacks = [keras.callbacks.BackupAndRestore(FLAGS.backup_dir)] if FLAGS.backup_dir else []
-    keras_top1, train_seconds = fit_and_evaluate(model, data, callbacks)
+    if FLAGS.backup_dir:
+        callbacks.append(keras.callbacks.BackupAndRestore(FLAGS.backup_dir))
+    keras_top1, train_seconds = fit_and_evaluate(model, data, callbacks, teacher, extra_students)
     if FLAGS.save_model:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.save_model)), exist_ok=True)
         model.save(FLAGS.save_model, include_optimizer=False)

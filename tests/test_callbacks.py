@@ -134,3 +134,42 @@ def test_stochastic_ramp_in_steps():
     callback = StochasticPrecision(initial_probability=0.25, ramp="steps", ramp_fraction=0.8)
     probabilities = [callback.probability(t) for t in (0.0, 0.25, 0.45, 0.65, 0.8, 0.95)]
     np.testing.assert_allclose(probabilities, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("make_callback", [
+    lambda: TwoStageQuantization(boundary_epoch=2),
+    lambda: ProgressiveBitWidth([32, 8, 4, 2], [8, 6, 4, 2]),
+    lambda: StochasticPrecision("layers", 0.3, seed=5),
+], ids=["two-stage", "progressive-bits", "stochastic-precision"])
+def test_every_technique_resumes_where_it_was_interrupted(digits, tmp_path, make_callback):
+    def run(backup, extra=()):
+        keras.utils.set_random_seed(0)
+        model, recorder = quantized_tiny(), Recorder(per_batch=True)
+        callbacks = [make_callback(), recorder, *extra]
+        if backup:
+            callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup)))
+        try:
+            model.fit(digits.train.take(3), epochs=4, verbose=0, callbacks=callbacks)
+        except RuntimeError:
+            pass
+        return recorder.rows
+
+    uninterrupted = run(None)
+    first_part = run(tmp_path, [Interrupt()])
+    assert len(first_part) == 6
+    assert first_part + run(tmp_path) == uninterrupted
+
+
+def test_technique_names_and_default_schedules():
+    from kquant import techniques
+
+    assert techniques.parse_techniques("two-stage+stochastic-precision") == [
+        "two-stage", "stochastic-precision"]
+    assert techniques.parse_techniques("none") == []
+    with pytest.raises(ValueError, match="Unknown technique"):
+        techniques.parse_techniques("progressive")
+    assert techniques.decreasing_schedule(2) == [32, 8, 4, 2]
+    assert techniques.decreasing_schedule(4) == [32, 8, 4]
+    kinds = [type(c).__name__ for c in techniques.precision_callbacks(
+        ["two-stage", "progressive-bits", "stochastic-precision"], 4, 2, 2)]
+    assert kinds == ["TwoStageQuantization", "ProgressiveBitWidth", "StochasticPrecision"]

@@ -23,3 +23,17 @@ def test_main_job_trains_w4a4_on_digits_and_tflite_agrees(tmp_path):
     assert record["tflite_top1"] > 0.85
     assert record["float_tflite_bytes"] / record["tflite_bytes"] > 3.0
     assert os.path.getsize(record["tflite_path"]) == record["tflite_bytes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("technique", ["two-stage", "progressive-bits", "stochastic-precision",
+                                       "joint-distillation"])
+def test_each_technique_trains_and_exports_from_the_main_job(tmp_path, technique):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
+                             f"--technique={technique}", "--epochs=4", "--float_reference=false",
+                             "--extra_students=2", f"--export_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    assert record["technique"] == technique
+    assert record["keras_top1"] > 0.85 and record["agreement"] >= 0.98

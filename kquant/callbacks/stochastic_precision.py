@@ -20,8 +20,9 @@ class StochasticPrecision(keras.callbacks.Callback):
     also after resuming from a checkpoint (the step counter is the optimizer's).
 
     Args:
-        units: "residual" (blocks found by `kquant.graph.residual_units`), "layers" (each
-            quantized layer), or a list of lists of layer names.
+        units: "auto" (residual blocks if the model has any, else layers), "residual" (blocks
+            found by `kquant.graph.residual_units`), "layers" (each quantized layer), or a list
+            of lists of layer names.
         initial_probability: p0, in (0, 1].
         ramp: "linear" or "steps".
         ramp_fraction: part of training over which p reaches 1, in (0, 1].
@@ -32,7 +33,7 @@ class StochasticPrecision(keras.callbacks.Callback):
             unit names that have no quantizer.
     """
 
-    def __init__(self, units: Union[str, Sequence[Sequence[str]]] = "residual",
+    def __init__(self, units: Union[str, Sequence[Sequence[str]]] = "auto",
                  initial_probability: float = 0.25, ramp: str = "linear",
                  ramp_fraction: float = 0.8, seed: int = 0):
         super().__init__()
@@ -43,9 +44,9 @@ class StochasticPrecision(keras.callbacks.Callback):
             raise ValueError(f"StochasticPrecision: ramp must be 'linear' or 'steps', got {ramp!r}.")
         if not 0 < ramp_fraction <= 1:
             raise ValueError(f"StochasticPrecision: ramp_fraction must be in (0, 1], got {ramp_fraction!r}.")
-        if isinstance(units, str) and units not in ("residual", "layers"):
-            raise ValueError(f"StochasticPrecision: units must be 'residual', 'layers' or lists of "
-                             f"layer names, got {units!r}.")
+        if isinstance(units, str) and units not in ("auto", "residual", "layers"):
+            raise ValueError("StochasticPrecision: units must be 'auto', 'residual', 'layers' or "
+                             f"lists of layer names, got {units!r}.")
         self.units, self.initial_probability = units, float(initial_probability)
         self.ramp, self.ramp_fraction, self.seed = ramp, float(ramp_fraction), int(seed)
         self._unit_variables, self._state, self._total_steps = [], None, 1
@@ -61,10 +62,12 @@ class StochasticPrecision(keras.callbacks.Callback):
         """The units as lists of the `QuantizerState`s they switch."""
         states = precision.quantizer_states(model)
         names = {s.layer for s in states}
-        if self.units == "residual":
-            units = [unit for m in getattr(model, "quantized_models", [model])
-                     for unit in graph.residual_units(m)]
-        elif self.units == "layers":
+        models = getattr(model, "quantized_models", [model])
+        has_blocks = all(any(isinstance(graph.unwrap(l), keras.layers.Add) for l in m.layers)
+                         for m in models)
+        if self.units == "residual" or self.units == "auto" and has_blocks:
+            units = [unit for m in models for unit in graph.residual_units(m)]
+        elif self.units in ("layers", "auto"):
             units = [[name] for name in dict.fromkeys(s.layer for s in states)]
         else:
             units = [list(unit) for unit in self.units]
