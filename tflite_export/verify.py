@@ -4,6 +4,7 @@ from typing import Dict
 
 import numpy as np
 
+from kquant.backend import keras
 from kquant.precision import quantizer_states
 from kquant.quantizers import DoReFaWeightQuantizer
 from tflite_export.inspect import inspect, keras_layer_name
@@ -76,6 +77,19 @@ def _keras_weight_codes(model):
     return codes
 
 
+def _keras_input_grid(model, images):
+    """The images as the Keras model's input quantizer rounded them, when it has one.
+
+    Feeding TFLite exactly these values compares the two models on identical inputs: rounding
+    the raw image again can flip a value lying near a half step (common when the data has about
+    as many grey levels as int8), and a low-bit network amplifies that one-step change.
+    """
+    first = model.layers[1] if len(model.layers) > 1 else None
+    if type(first).__name__ != "QuantizeLayer":
+        return images
+    return keras.Model(model.inputs, first.output).predict(images, batch_size=256, verbose=0)
+
+
 def _examples(data, max_examples):
     images, labels = [], []
     for batch in data:
@@ -104,6 +118,7 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
     """
     images, labels = _examples(data, max_examples)
     keras_logits = model.predict(images, batch_size=256, verbose=0)
+    images = _keras_input_grid(model, images)
     interpreter = make_interpreter(tflite_bytes, keep_all_tensors=True)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
@@ -120,8 +135,7 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
     tflite_logits = np.empty_like(keras_logits)
     for i, image in enumerate(images):
         if input_detail["dtype"] == np.int8:
-            # Round half up, as the Keras model's input FakeQuant does: inputs with few distinct
-            # values (digits' 17 grey levels) can sit exactly on a half step.
+            # Round half up, as the Keras input FakeQuant does (the values are on its grid).
             image = np.clip(np.floor(image / in_scale + in_zero + 0.5), -128, 127).astype(np.int8)
         interpreter.set_tensor(input_detail["index"], image[None])
         interpreter.invoke()

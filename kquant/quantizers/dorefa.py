@@ -57,24 +57,28 @@ class DoReFaWeightQuantizer(LowBitQuantizer):
         return tf.stop_gradient(fn(x, axis=axes))
 
     def codes_and_step(self, w, weights):
-        """Returns (integer codes in [-127, 127], per-channel step) with w_q = codes * step.
+        """Returns (int8 codes in [-127, 127], per-channel step) with w_q = codes * step.
 
-        Codes carry the straight-through gradient; both are in the channels-last view.
+        A k-bit grid's codes are spread over the whole int8 range (the odd codes -n..n times
+        floor(127 / n)): the values and their count stay the same, but the TFLite accumulator
+        gets a finer scale, so the batch-norm bias folded into it rounds to well under one
+        activation step. Codes carry the straight-through gradient; both are in the
+        channels-last view.
         """
         w = self._channels_last(w)
         bits = weights["bits"]
         n = steps(bits)
         t = tf.tanh(w)
         w_n = t / (2.0 * self._reduce(tf.reduce_max, tf.abs(t))) + 0.5
-        max_abs = self._reduce(tf.reduce_max, tf.abs(w))
-        mean_abs = self._reduce(tf.reduce_mean, tf.abs(w))
-        # k bits: odd codes -n..n of step max|w|/n; 8 bits: codes -127..127; 1 bit: sign.
-        low_bit_codes = 2.0 * round_ste(n * w_n) - n
-        narrow_codes = round_ste(127.0 * (2.0 * w_n - 1.0))
-        codes = tf.where(bits >= 8.0, narrow_codes, low_bit_codes)
-        step = tf.where(bits >= 8.0, max_abs / 127.0, tf.where(bits <= 1.0, mean_abs, max_abs / n))
-        step = tf.maximum(step, 1e-12)
-        return codes, step
+        eight_bit = bits >= 8.0
+        # k bits: odd codes -n..n; 8 bits: the narrow int8 grid -127..127; 1 bit: sign.
+        codes = tf.where(eight_bit, round_ste(127.0 * (2.0 * w_n - 1.0)), 2.0 * round_ste(n * w_n) - n)
+        largest_code = tf.where(eight_bit, 127.0, n)
+        largest_value = tf.where(bits <= 1.0, self._reduce(tf.reduce_mean, tf.abs(w)),
+                                 self._reduce(tf.reduce_max, tf.abs(w)))
+        spread = tf.floor(127.0 / largest_code)
+        step = tf.maximum(largest_value, 1e-12) / (largest_code * spread)
+        return codes * spread, step
 
     def quantize(self, w, weights):
         codes, step = self.codes_and_step(w, weights)
