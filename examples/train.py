@@ -51,28 +51,21 @@ flags.DEFINE_bool("float_reference", True, "Also train the float model from scra
                   "budget and report its accuracy (skipped with --init_from).")
 
 
-def fit_and_evaluate(model, data, callbacks=(), teacher=None, extra_students=()):
-    """Trains with the flags' schedule; returns (top-1 of `model` on the test set, seconds).
-
-    With a `teacher`, `model` and `extra_students` train by joint distillation with it, each
-    network with its own optimizer.
-    """
+def fit_and_evaluate(model, data, techniques=(), float_model=None, extra_students=(),
+                     callbacks=()):
+    """Trains with the flags' schedule and techniques; returns (test top-1 of `model`, seconds)."""
     steps = math.ceil(data.train_size / FLAGS.batch_size)
-    trained = model
-    if teacher is not None:
-        trained = kquant.training.JointDistillation(teacher, [model, *extra_students],
-                                                    temperature=FLAGS.temperature)
-        optimizers = [kquant.cosine_sgd(FLAGS.learning_rate, FLAGS.epochs, steps)
-                      for _ in range(len(extra_students) + 2)]
-        trained.compile(optimizers[0], optimizers[1:])
-    else:
-        kquant.compile_classifier(model, FLAGS.learning_rate, FLAGS.epochs, steps)
+    trainable, technique_callbacks = kquant.techniques.prepare(
+        model, techniques, FLAGS.epochs, steps, FLAGS.learning_rate, float_model, extra_students,
+        FLAGS.temperature, FLAGS.stage_boundary_epoch or None, FLAGS.initial_probability,
+        FLAGS.seed)
     start = time.time()
-    trained.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test,
-                callbacks=list(callbacks), verbose=1 if sys.stdout.isatty() else 2)
+    trainable.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test,
+                  callbacks=technique_callbacks + list(callbacks),
+                  verbose=1 if sys.stdout.isatty() else 2)
     seconds = time.time() - start
-    if teacher is not None:
-        for name, value in trained.evaluate(data.test, verbose=0, return_dict=True).items():
+    if trainable is not model:
+        for name, value in trainable.evaluate(data.test, verbose=0, return_dict=True).items():
             print(f"joint distillation, {name}: {value:.4f}")
         kquant.compile_classifier(model)
     return float(model.evaluate(data.test, verbose=0)[1]), seconds
@@ -98,16 +91,12 @@ def main(argv):
             weight_bits=weight_bits, activation_bits=activation_bits,
             weight_quantizer=FLAGS.weight_quantizer, activation_quantizer=FLAGS.activation_quantizer))
 
-    teacher, extra_students = None, []
+    extra_students = []
     if quantized:
         model = quantize(FLAGS.weight_bits, FLAGS.activation_bits)
         kquant.describe(model)
     if "joint-distillation" in techniques:
-        teacher = kquant.training.clipped_teacher(float_model)
         extra_students = [quantize(int(b), int(b)) for b in FLAGS.extra_students]
-    callbacks = kquant.techniques.precision_callbacks(
-        techniques, FLAGS.epochs, FLAGS.weight_bits, FLAGS.activation_bits,
-        FLAGS.stage_boundary_epoch or None, FLAGS.initial_probability, FLAGS.seed)
     record = {"dataset": FLAGS.dataset, "model": FLAGS.model, "weight_bits": FLAGS.weight_bits,
               "activation_bits": FLAGS.activation_bits, "technique": FLAGS.technique,
               "epochs": FLAGS.epochs, "seed": FLAGS.seed}
@@ -115,9 +104,9 @@ def main(argv):
         keras.utils.set_random_seed(FLAGS.seed)
         reference = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
         record["float_top1"] = round(fit_and_evaluate(reference, data)[0], 4)
-    if FLAGS.backup_dir:
-        callbacks.append(keras.callbacks.BackupAndRestore(FLAGS.backup_dir))
-    keras_top1, train_seconds = fit_and_evaluate(model, data, callbacks, teacher, extra_students)
+    callbacks = [keras.callbacks.BackupAndRestore(FLAGS.backup_dir)] if FLAGS.backup_dir else []
+    keras_top1, train_seconds = fit_and_evaluate(model, data, techniques, float_model,
+                                                 extra_students, callbacks)
     if FLAGS.save_model:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.save_model)), exist_ok=True)
         model.save(FLAGS.save_model, include_optimizer=False)

@@ -68,6 +68,21 @@ def _select(model, role, layers):
     return states
 
 
+def assign(states, bits=None, enabled=None):
+    """Sets the bit-width and/or switch of the given `QuantizerState`s.
+
+    Raises:
+        ValueError: for bits outside 1 to 8.
+    """
+    if bits is not None:
+        check_bits(bits, "assign")
+    for state in states:
+        if bits is not None:
+            state.bits.assign(float(bits))
+        if enabled is not None:
+            state.enabled.assign(1.0 if enabled else 0.0)
+
+
 def set_bits(model, bits, role=None, layers=None):
     """Sets the bit-width of quantizers in a model.
 
@@ -81,8 +96,7 @@ def set_bits(model, bits, role=None, layers=None):
         ValueError: for bits outside 1 to 8 or unknown layer names.
     """
     check_bits(bits, "set_bits")
-    for state in _select(model, role, layers):
-        state.bits.assign(float(bits))
+    assign(_select(model, role, layers), bits=bits)
 
 
 def set_enabled(model, enabled, role=None, layers=None):
@@ -94,5 +108,4 @@ def set_enabled(model, enabled, role=None, layers=None):
         role: "weight", "activation", or None for both.
         layers: names of the layers to change, or None for all.
     """
-    for state in _select(model, role, layers):
-        state.enabled.assign(1.0 if enabled else 0.0)
+    assign(_select(model, role, layers), enabled=enabled)

@@ -53,3 +53,53 @@ def precision_callbacks(techniques, epochs, weight_bits, activation_bits, stage_
     if "stochastic-precision" in techniques:
         callbacks.append(StochasticPrecision(initial_probability=initial_probability, seed=seed))
     return callbacks
+
+
+def prepare(model, techniques, epochs, steps_per_epoch, learning_rate, float_model=None,
+            extra_students=(), temperature=1.0, stage_boundary_epoch=None,
+            initial_probability=0.25, seed=0):
+    """Compiles what `fit` should train for `techniques`, and the callbacks they need.
+
+    Without joint distillation the model itself is compiled (SGD, cosine schedule). With it,
+    a `JointDistillation` of a clipped float teacher (from `float_model`), `model` and
+    `extra_students` is compiled, each network with its own optimizer; `model` stays the one
+    to evaluate and export.
+
+    Args:
+        model: the kquant model to train.
+        techniques: names from `parse_techniques`.
+        epochs, steps_per_epoch, learning_rate: the training schedule.
+        float_model: the float model the teacher starts from (joint distillation only).
+        extra_students: further kquant models trained beside `model` by joint distillation.
+        temperature, stage_boundary_epoch, initial_probability, seed: technique settings.
+
+    Returns:
+        (model to pass to `fit`, list of callbacks).
+
+    Raises:
+        ValueError: if joint distillation is asked for without a float model.
+    """
+    from kquant.compile import compile_classifier, cosine_sgd
+    from kquant.training import JointDistillation, clipped_teacher
+
+    callbacks = precision_callbacks(techniques, epochs, *_final_bits(model),
+                                    stage_boundary_epoch, initial_probability, seed)
+    if "joint-distillation" not in techniques:
+        return compile_classifier(model, learning_rate, epochs, steps_per_epoch), callbacks
+    if float_model is None:
+        raise ValueError("prepare: joint-distillation needs the float model its teacher starts from.")
+    trainable = JointDistillation(clipped_teacher(float_model), [model, *extra_students],
+                                  temperature=temperature)
+    optimizers = [cosine_sgd(learning_rate, epochs, steps_per_epoch)
+                  for _ in range(len(extra_students) + 2)]
+    trainable.compile(optimizers[0], optimizers[1:])
+    return trainable, callbacks
+
+
+def _final_bits(model):
+    """(weight bits, activation bits) a model is configured to end at: its lowest of each."""
+    from kquant.precision import quantizer_states
+
+    states = quantizer_states(model)
+    return tuple(min((s.quantizer.bits for s in states if s.role == role), default=8)
+                 for role in ("weight", "activation"))

@@ -101,3 +101,13 @@ def test_bad_arguments_are_named():
         JointDistillation(teacher, students, guidance="l1")
     with pytest.raises(ValueError, match="1 students need as many optimizers"):
         JointDistillation(teacher, students).compile(keras.optimizers.SGD(), [])
+
+
+def test_progressive_schedule_reaches_only_the_student_at_its_target_bits(digits):
+    teacher, students = networks(bits=(4, 2))
+    model = compiled(teacher, students)
+    model.fit(digits.train.take(2), epochs=2, verbose=0,
+              callbacks=[kquant.callbacks.ProgressiveBitWidth(activation_schedule=[8, 4])])
+    bits = [[int(s.bits.numpy()) for s in kquant.precision.quantizer_states(st)
+             if s.role == "activation"] for st in students]
+    assert bits == [[4, 4, 4], [2, 2, 2]]

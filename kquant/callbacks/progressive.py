@@ -97,13 +97,9 @@ class ProgressiveBitWidth(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         for role, bits in self.bits_at(epoch).items():
             target = list(self._starts[role].values())[-1]
-            layers = [s.layer for s in precision.quantizer_states(self.model)
+            states = [s for s in precision.quantizer_states(self.model)
                       if s.role == role and s.quantizer.bits == target]
-            if bits == FLOAT:
-                precision.set_enabled(self.model, False, role=role, layers=layers)
-            else:
-                precision.set_enabled(self.model, True, role=role, layers=layers)
-                precision.set_bits(self.model, bits, role=role, layers=layers)
+            precision.assign(states, bits=None if bits == FLOAT else bits, enabled=bits != FLOAT)
 
 
 class TwoStageQuantization(keras.callbacks.Callback):
