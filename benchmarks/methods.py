@@ -20,6 +20,7 @@ class Method:
     build: Callable  # (float_model, weight_bits, activation_bits) -> Keras model
     export: Optional[Callable]  # (model, representative) -> tflite bytes
     note: str = ""
+    techniques: tuple = ()  # kquant training techniques (see kquant.techniques)
 
 
 def _kquant(activation_quantizer):
@@ -88,6 +89,20 @@ def _larq(float_model, weight_bits, activation_bits):
         return None  # Larq has no 8-bit setting: the first conv and last dense stay float
 
     return _rebuild(float_model, replace)
+
+
+def method(name):
+    """The method of an identifier: a fixed one, or kquant techniques joined with '+'.
+
+    Raises:
+        ValueError: for identifiers that are neither.
+    """
+    if name in METHODS:
+        return METHODS[name]
+    techniques = tuple(kquant.techniques.parse_techniques(name))
+    note = ("students at this and the other bit-width (4 <-> 2) with one clipped float teacher"
+            if "joint-distillation" in techniques else "")
+    return Method(name, _kquant("clip"), tflite_export.convert, note, techniques)
 
 
 METHODS = {

@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 import tflite_export  # noqa: E402
 from benchmarks.measure import StepTimer, tflite_latency  # noqa: E402
-from benchmarks.methods import METHODS  # noqa: E402
+from benchmarks.methods import METHODS, method  # noqa: E402
 from kquant.backend import keras, tf, tfmot  # noqa: E402
 
 SUITES = {
@@ -37,7 +37,9 @@ SUITES = {
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "mnist-cnn", list(SUITES), "Which suite.")
-flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}.")
+flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}, or kquant "
+                  "techniques joined with '+' (two-stage, progressive-bits, stochastic-precision, "
+                  "joint-distillation).")
 flags.DEFINE_list("bits", ["4", "2"], "Bit-widths (weights = activations) for low-bit methods.")
 flags.DEFINE_integer("epochs", 0, "QAT epochs (0: the suite's default).")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
@@ -73,11 +75,15 @@ def _append(path, record):
     print("RECORD " + json.dumps(record))
 
 
-def _train(model, data, suite, epochs):
+def _train(model, data, suite, epochs, techniques=(), float_model=None, extra_students=()):
+    """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s)."""
     steps = math.ceil(data.train_size / suite["batch_size"])
-    kquant.compile_classifier(model, suite["learning_rate"], epochs, steps)
+    trainable, callbacks = kquant.techniques.prepare(
+        model, list(techniques), epochs, steps, suite["learning_rate"], float_model,
+        extra_students, seed=FLAGS.seed)
     timer = StepTimer(suite["batch_size"])
-    model.fit(data.train, epochs=epochs, callbacks=[timer], verbose=2)
+    trainable.fit(data.train, epochs=epochs, callbacks=callbacks + [timer], verbose=2)
+    kquant.compile_classifier(model)
     return float(model.evaluate(data.test, verbose=0)[1]), timer.images_per_second
 
 
@@ -130,26 +136,29 @@ def main(argv):
                           "note": "float TFLite (not integer); epochs 0: the starting checkpoint",
                           **provenance})
     for name in FLAGS.methods:
-        method = METHODS[name]
+        chosen = method(name)
         for bits in ([8] if name == "tfmot-8bit" else [int(b) for b in FLAGS.bits]):
             if (name, bits, bits, epochs, FLAGS.seed) in done:
                 print(f"skip {name} W{bits}A{bits}: already in {results}")
                 continue
             keras.utils.set_random_seed(FLAGS.seed)
             record = dict(common, method=name, weight_bits=bits, activation_bits=bits,
-                          epochs=epochs, note=method.note)
+                          epochs=epochs, note=chosen.note)
             try:
-                model = method.build(_clone(float_model), bits, bits)
+                model = chosen.build(_clone(float_model), bits, bits)
             except ImportError as error:
                 print(f"skip {name}: {error}")
                 continue
-            keras_top1, speed = _train(model, data, suite, epochs)
+            extra = ([chosen.build(_clone(float_model), 6 - bits, 6 - bits)]
+                     if "joint-distillation" in chosen.techniques else [])
+            keras_top1, speed = _train(model, data, suite, epochs, chosen.techniques,
+                                       float_model, extra)
             record.update(keras_top1=round(keras_top1, 4),
                           train_throughput_ratio=round(speed / float_speed, 3), tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
                           latency_ratio_2threads=None)
-            if method.export is not None:
-                tflite = method.export(model, representative)
+            if chosen.export is not None:
+                tflite = chosen.export(model, representative)
                 report = tflite_export.verify(tflite, model, data.test)
                 record.update(tflite_top1=round(report.tflite_accuracy, 4),
                               agreement=round(report.agreement, 4), tflite_bytes=len(tflite),
