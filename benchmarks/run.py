@@ -114,9 +114,12 @@ def main(argv):
     float_model = _float_model(suite, data)
     kquant.compile_classifier(float_model)
     float_top1 = float(float_model.evaluate(data.test, verbose=0)[1])
-    # Float training throughput, measured in this process on a copy, as the ratio's reference.
-    _, float_speed = _train(_clone(float_model), dataclasses.replace(data, train=data.train.take(60)),
-                            suite, 1)
+
+    def float_speed():
+        """Float training images/s now, on a copy: the reference of each run's ratio."""
+        sample = dataclasses.replace(data, train=data.train.take(60))
+        return _train(_clone(float_model), sample, suite, 1)[1]
+
     float_tflite = tflite_export.convert_float(float_model)
     float_latency = {t: tflite_latency(float_tflite, data.input_shape, t) for t in (1, 2)}
     representative = data.train.take(2)
@@ -151,10 +154,11 @@ def main(argv):
                 continue
             extra = ([chosen.build(_clone(float_model), 6 - bits, 6 - bits)]
                      if "joint-distillation" in chosen.techniques else [])
+            reference_speed = float_speed()  # just before, so both see the same machine load
             keras_top1, speed = _train(model, data, suite, epochs, chosen.techniques,
                                        float_model, extra)
             record.update(keras_top1=round(keras_top1, 4),
-                          train_throughput_ratio=round(speed / float_speed, 3), tflite_top1=None,
+                          train_throughput_ratio=round(speed / reference_speed, 3), tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
                           latency_ratio_2threads=None)
             if chosen.export is not None:
