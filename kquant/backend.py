@@ -19,5 +19,10 @@ if not tf.keras.__name__.startswith("tf_keras"):
 
 import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
+# TF-MOT internals kquant builds its scheme from (not in TF-MOT's public API).
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+    default_8bit_transforms)
+from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E402
+    model_transformer)
 
-__all__ = ["keras", "tf", "tfmot"]
+__all__ = ["default_8bit_transforms", "keras", "model_transformer", "tf", "tfmot"]

@@ -2,16 +2,10 @@
 import contextlib
 
 from kquant import configs, graph, quantizers
-from kquant.backend import keras, tfmot
+from kquant.backend import default_8bit_transforms, keras, model_transformer, tfmot
 from kquant.recipe import Recipe
 
 _tfmot_keras = tfmot.quantization.keras
-_default_8bit_transforms = __import__(
-    "tensorflow_model_optimization.python.core.quantization.keras.default_8bit."
-    "default_8bit_transforms", fromlist=["InputLayerQuantize"])
-_model_transformer = __import__(
-    "tensorflow_model_optimization.python.core.quantization.keras.graph_transformations."
-    "model_transformer", fromlist=["ModelTransformer"])
 
 
 def custom_objects():
@@ -39,8 +33,8 @@ class _LayoutTransform(_tfmot_keras.QuantizeLayoutTransform):
     """Adds the 8-bit input quantizer; every other decision is already in the annotations."""
 
     def apply(self, model, layer_quantize_map):
-        return _model_transformer.ModelTransformer(
-            model, [_default_8bit_transforms.InputLayerQuantize()], set(layer_quantize_map),
+        return model_transformer.ModelTransformer(
+            model, [default_8bit_transforms.InputLayerQuantize()], set(layer_quantize_map),
             layer_quantize_map).transform()
 
 
