@@ -7,7 +7,7 @@ rebuilt or recompiled.
 import dataclasses
 from typing import List
 
-from kquant.backend import tf, tfmot
+from kquant.backend import keras, tf, tfmot
 from kquant.quantizers.base import LowBitQuantizer, check_bits
 
 
@@ -40,7 +40,7 @@ def quantizer_states(model) -> List[QuantizerState]:
         return [state for m in model.quantized_models for state in quantizer_states(m)]
     states = []
     for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
+        if isinstance(layer, keras.Model):
             states.extend(quantizer_states(layer))
         if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             continue
