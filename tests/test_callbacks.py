@@ -56,6 +56,12 @@ def test_schedules_that_do_not_fit_the_epochs_are_errors(digits, kwargs, message
                              callbacks=[ProgressiveBitWidth(**kwargs)])
 
 
+def test_a_schedule_ending_at_bits_the_model_does_not_have_is_an_error(digits):
+    with pytest.raises(ValueError, match="ends at 3 bits, but no weight quantizer"):
+        quantized_tiny().fit(digits.train.take(1), epochs=2, verbose=0,
+                             callbacks=[ProgressiveBitWidth(weight_schedule=[8, 3])])
+
+
 def test_rising_or_invalid_schedules_are_refused_unless_asked():
     with pytest.raises(ValueError, match="goes up"):
         ProgressiveBitWidth(weight_schedule=[2, 4])

@@ -88,6 +88,14 @@ class ProgressiveBitWidth(keras.callbacks.Callback):
         epochs = self.params["epochs"]
         self._starts = {role: stage_starts(schedule, epochs, f"{role}_schedule")
                         for role, schedule in self.schedules.items() if schedule is not None}
+        states = precision.quantizer_states(self.model)
+        for role, starts in self._starts.items():
+            target = list(starts.values())[-1]
+            if not any(s.role == role and s.quantizer.bits == target for s in states):
+                configured = sorted({s.quantizer.bits for s in states if s.role == role})
+                raise ValueError(f"ProgressiveBitWidth: the {role}_schedule ends at {target} bits, "
+                                 f"but no {role} quantizer is configured at {target} bits (the "
+                                 f"model has {configured}); quantize the model at the final bits.")
 
     def bits_at(self, epoch):
         """{role: bits} in force at an epoch."""
