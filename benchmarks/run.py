@@ -43,6 +43,8 @@ flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}, or 
 flags.DEFINE_list("bits", ["4", "2"], "Bit-widths (weights = activations) for low-bit methods.")
 flags.DEFINE_integer("epochs", 0, "QAT epochs (0: the suite's default).")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
+flags.DEFINE_integer("float_epochs", 0, "Epochs of the float model of suites that train it here "
+                     "(0: the suite's default).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/<suite>.jsonl).")
 
@@ -93,7 +95,7 @@ def _float_model(suite, data):
         return keras.models.load_model(os.path.join(ROOT, suite["checkpoint"]), compile=False)
     keras.utils.set_random_seed(FLAGS.seed)
     model = kquant.models.build_model(suite["model"], data.input_shape, data.num_classes)
-    _train(model, data, {**suite, "learning_rate": 0.05}, suite["float_epochs"])
+    _train(model, data, {**suite, "learning_rate": 0.05}, FLAGS.float_epochs or suite["float_epochs"])
     return model
 
 

@@ -31,6 +31,7 @@ flags.DEFINE_integer("activation_bits", 4, "Activation bits, 1-8; 32 trains the 
 flags.DEFINE_enum("weight_quantizer", "dorefa", ["dorefa"], "Weight quantizer.")
 flags.DEFINE_enum("activation_quantizer", "clip", ["clip", "pact"], "Activation quantizer.")
 flags.DEFINE_integer("epochs", 8, "Training epochs.")
+flags.DEFINE_float("batch_norm_momentum", 0.9, "Momentum of the reference models' batch norms.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_float("learning_rate", 0.05, "Initial learning rate (cosine decay to 0).")
 flags.DEFINE_string("init_from", "", "A saved float Keras model (.h5) to start from.")
@@ -79,7 +80,8 @@ def main(argv):
     if FLAGS.init_from:
         model = keras.models.load_model(FLAGS.init_from, compile=False)
     else:
-        model = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
+        model = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes,
+                                          batch_norm_momentum=FLAGS.batch_norm_momentum)
     float_model = model
     quantized = FLAGS.weight_bits != 32 or FLAGS.activation_bits != 32
     techniques = kquant.techniques.parse_techniques(FLAGS.technique)
@@ -102,7 +104,8 @@ def main(argv):
               "epochs": FLAGS.epochs, "seed": FLAGS.seed}
     if quantized and FLAGS.float_reference and not FLAGS.init_from:
         keras.utils.set_random_seed(FLAGS.seed)
-        reference = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes)
+        reference = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes,
+                                              batch_norm_momentum=FLAGS.batch_norm_momentum)
         record["float_top1"] = round(fit_and_evaluate(reference, data)[0], 4)
     callbacks = [keras.callbacks.BackupAndRestore(FLAGS.backup_dir)] if FLAGS.backup_dir else []
     keras_top1, train_seconds = fit_and_evaluate(model, data, techniques, float_model,

@@ -4,7 +4,7 @@ from typing import Dict
 
 import numpy as np
 
-from kquant.backend import keras
+from kquant.backend import tf
 from kquant.precision import quantizer_states
 from kquant.quantizers import DoReFaWeightQuantizer
 from tflite_export.inspect import inspect, keras_layer_name
@@ -87,7 +87,9 @@ def _keras_input_grid(model, images):
     first = model.layers[1] if len(model.layers) > 1 else None
     if type(first).__name__ != "QuantizeLayer":
         return images
-    return keras.Model(model.inputs, first.output).predict(images, batch_size=256, verbose=0)
+    # Called directly: its graph output may belong to the model TF-MOT cloned it from.
+    return np.concatenate([first(tf.constant(images[i:i + 256]), training=False).numpy()
+                           for i in range(0, len(images), 256)])
 
 
 def _examples(data, max_examples):

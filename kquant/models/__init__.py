@@ -6,13 +6,14 @@ from kquant.models.small_cnn import small_cnn
 _BUILDERS = {"resnet20": resnet20, "small_cnn": small_cnn, "mobilenet_v2": small_mobilenet_v2}
 
 
-def build_model(name, input_shape, num_classes):
+def build_model(name, input_shape, num_classes, **options):
     """Builds a float reference model by name.
 
     Args:
         name: one of "resnet20", "small_cnn", "mobilenet_v2".
         input_shape: (height, width, channels) of one image.
         num_classes: number of output logits.
+        **options: passed to the builder, e.g. `batch_norm_momentum`.
 
     Returns:
         A functional `keras.Model` that outputs logits.
@@ -22,7 +23,7 @@ def build_model(name, input_shape, num_classes):
     """
     if name not in _BUILDERS:
         raise ValueError(f"build_model: unknown model {name!r}; choose one of {sorted(_BUILDERS)}.")
-    return _BUILDERS[name](input_shape=input_shape, num_classes=num_classes)
+    return _BUILDERS[name](input_shape=input_shape, num_classes=num_classes, **options)
 
 
 __all__ = ["build_model", "resnet20", "small_cnn", "small_mobilenet_v2"]
