@@ -46,6 +46,34 @@ def _cell(record, column):
     return str(value)
 
 
+def goals(rows):
+    """Lines saying, for each kquant row, whether it meets the goals of the benchmark issue."""
+    peers = {(r["method"], r["weight_bits"]): r["keras_top1"] for r in rows
+             if r["method"] in ("qkeras", "larq")}
+    lines = []
+    for r in rows:
+        if r["method"] in ("float", "tfmot-8bit", "qkeras", "larq"):
+            continue
+        bits, drop = r["weight_bits"], 100 * (r["float_top1"] - r["keras_top1"])
+        allowed = {4: 1.0, 2: 3.0}.get(bits)
+        checks = []
+        if allowed is not None:
+            checks.append(f"drop {drop:.2f} <= {allowed:g}: {'yes' if drop <= allowed else 'NO'}")
+        for peer in ("qkeras", "larq"):
+            if (peer, bits) in peers:
+                ok = r["keras_top1"] >= peers[(peer, bits)]
+                checks.append(f">= {peer} ({100 * peers[(peer, bits)]:.2f}): {'yes' if ok else 'NO'}")
+        ratio = r["train_throughput_ratio"]
+        checks.append(f"throughput {ratio:.2f} >= 0.75: {'yes' if ratio >= 0.75 else 'NO'}")
+        if r.get("tflite_bytes"):
+            size = r["float_tflite_bytes"] / r["tflite_bytes"]
+            checks.append(f"size {size:.2f}x >= 3.9x: {'yes' if size >= 3.9 else 'NO'}")
+            faster = r["latency_ratio_1thread"] < 1 and r["latency_ratio_2threads"] < 1
+            checks.append(f"faster than float TFLite: {'yes' if faster else 'NO'}")
+        lines.append(f"- `{r['method']}` W{bits}A{r['activation_bits']}: " + "; ".join(checks))
+    return lines
+
+
 def plot(suite, records, path):
     import matplotlib
 
@@ -92,9 +120,14 @@ def main():
                   f"![accuracy against bits]({suite}.png)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
         lines += ["| " + " | ".join(_cell(r, c) for c in COLUMNS) + " |" for r in rows]
+        lines += ["", "Against the goals (W4A4 within 1 point of float, W2A2 within 3, at least as "
+                  "accurate as QKeras and Larq, throughput >= 0.75x float, TFLite >= 3.9x smaller "
+                  "and faster than float):", ""] + goals(rows)
         notes = sorted({(r["method"], r["note"]) for r in rows if r.get("note")})
         lines += [""] + [f"- `{m}`: {n}" for m, n in notes]
-        lines += ["", "Commands:", ""] + [f"- `{c}`" for c in sorted({r["command"] for r in rows})]
+        runs = sorted({(r["command"], r.get("commit") or "?") for r in rows})
+        lines += ["", "Commands (and the commit of the code that ran them):", ""]
+        lines += [f"- `{command}` at `{commit}`" for command, commit in runs]
         plot(suite, rows, os.path.join(ROOT, "docs", f"{suite}.png"))
     with open(os.path.join(ROOT, "docs", "benchmarks.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -49,6 +49,17 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/<suite>.jsonl).")
 
 
+def _commit():
+    """The git commit the benchmark code ran at (None outside a checkout)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def _versions():
     import importlib.metadata as md
 
@@ -129,7 +140,8 @@ def main(argv):
     command = "python " + " ".join(sys.argv)
     common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,
                   float_top1=round(float_top1, 4), float_tflite_bytes=len(float_tflite))
-    provenance = dict(command=command, versions=_versions(), python=platform.python_version(),
+    provenance = dict(command=command, commit=_commit(), versions=_versions(),
+                      python=platform.python_version(),
                       date=datetime.date.today().isoformat())
     if ("float", 32, 32, 0, FLAGS.seed) not in done:
         float_report = tflite_export.verify(float_tflite, float_model, data.test)
