@@ -21,6 +21,7 @@ class Method:
     export: Optional[Callable]  # (model, representative) -> tflite bytes
     note: str = ""
     techniques: tuple = ()  # kquant training techniques (see kquant.techniques)
+    calibrate: bool = False  # start learned ranges from the float model (kquant.calibrate_ranges)
 
 
 def _kquant(activation_quantizer):
@@ -108,6 +109,10 @@ def method(name):
 METHODS = {
     "kquant-dorefa": Method("kquant-dorefa", _kquant("clip"), tflite_export.convert),
     "kquant-pact": Method("kquant-pact", _kquant("pact"), tflite_export.convert),
+    "kquant-pact-calibrated": Method(
+        "kquant-pact-calibrated", _kquant("pact"), tflite_export.convert,
+        "PACT clips and 8-bit ranges started from the float model (kquant.calibrate_ranges)",
+        calibrate=True),
     "tfmot-8bit": Method("tfmot-8bit", _tfmot_8bit, _int8_converter,
                          "TF-MOT default scheme, always W8A8"),
     "qkeras": Method("qkeras", _qkeras, None,

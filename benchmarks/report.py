@@ -11,7 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHOD_DESCRIPTIONS = {
     "float": "the float model every run starts from (float32 TFLite)",
     "kquant-dorefa": "kquant, DoReFa weights + clipped [0, 1] activations",
-    "kquant-pact": "kquant, DoReFa weights + PACT activations (learnable clip)",
+    "kquant-pact": "kquant, DoReFa weights + PACT activations (learnable clip, starting at 6)",
+    "kquant-pact-calibrated": "kquant-pact with clips and 8-bit ranges started from the float "
+                              "model's activations (`kquant.calibrate_ranges`)",
     "tfmot-8bit": "TF-MOT's default 8-bit QAT (W8A8 only)",
     "qkeras": "QKeras quantized_bits weights + quantized_relu activations",
     "larq": "Larq DoReFa weights and activations (first conv, last dense float)",

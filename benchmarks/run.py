@@ -166,6 +166,8 @@ def main(argv):
             except ImportError as error:
                 print(f"skip {name}: {error}")
                 continue
+            if chosen.calibrate:
+                kquant.calibrate_ranges(model, float_model, data.train.take(4))
             extra = ([chosen.build(_clone(float_model), 6 - bits, 6 - bits)]
                      if "joint-distillation" in chosen.techniques else [])
             reference_speed = float_speed()  # just before, so both see the same machine load
