@@ -35,6 +35,8 @@ flags.DEFINE_float("batch_norm_momentum", 0.9, "Momentum of the reference models
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_float("learning_rate", 0.05, "Initial learning rate (cosine decay to 0).")
 flags.DEFINE_string("init_from", "", "A saved float Keras model (.h5) to start from.")
+flags.DEFINE_bool("calibrate_ranges", True, "With --init_from: start PACT clips and 8-bit ranges "
+                  "from the float model's activations (kquant.calibrate_ranges).")
 flags.DEFINE_string("save_model", "", "Where to save the trained Keras model (.h5).")
 flags.DEFINE_string("backup_dir", "", "Resume an interrupted run from this folder (BackupAndRestore).")
 flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty skips export.")
@@ -96,6 +98,8 @@ def main(argv):
     extra_students = []
     if quantized:
         model = quantize(FLAGS.weight_bits, FLAGS.activation_bits)
+        if FLAGS.init_from and FLAGS.calibrate_ranges:
+            kquant.calibrate_ranges(model, float_model, data.train.take(4))
         kquant.describe(model)
     if "joint-distillation" in techniques:
         extra_students = [quantize(int(b), int(b)) for b in FLAGS.extra_students]

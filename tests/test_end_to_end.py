@@ -37,3 +37,20 @@ def test_each_technique_trains_and_exports_from_the_main_job(tmp_path, technique
     record = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])
     assert record["technique"] == technique
     assert record["keras_top1"] > 0.85 and record["agreement"] >= 0.98
+
+
+@pytest.mark.slow
+def test_float_then_calibrated_pact_from_the_saved_float_model(tmp_path):
+    def run(*flags):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
+                                 f"--export_dir={tmp_path}", "--epochs=4", *flags],
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])
+
+    float_path = str(tmp_path / "float.h5")
+    float_record = run("--weight_bits=32", "--activation_bits=32", f"--save_model={float_path}")
+    assert float_record["keras_top1"] > 0.85 and os.path.exists(float_path)
+    record = run(f"--init_from={float_path}", "--activation_quantizer=pact", "--weight_bits=2",
+                 "--activation_bits=2")
+    assert record["keras_top1"] > 0.8 and record["agreement"] >= 0.97
