@@ -25,7 +25,7 @@ import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 import tflite_export  # noqa: E402
 from benchmarks.measure import StepTimer, tflite_latency  # noqa: E402
 from benchmarks.methods import METHODS, method  # noqa: E402
-from kquant.backend import keras, tf, tfmot  # noqa: E402
+from kquant.backend import keras  # noqa: E402
 
 SUITES = {
     "cifar10-resnet20": dict(dataset="cifar10", model="resnet20", batch_size=128,

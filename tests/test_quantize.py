@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import kquant
-from kquant.backend import keras, tf, tfmot
+from kquant.backend import keras, tfmot
 from kquant.configs import OutputConfig, WeightLayerConfig
 from tests.conftest import tiny_cnn
 

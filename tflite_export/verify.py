@@ -6,7 +6,6 @@ import numpy as np
 
 from kquant.backend import tf
 from kquant.precision import quantizer_states
-from kquant.quantizers import DoReFaWeightQuantizer
 from tflite_export.inspect import inspect, keras_layer_name
 from tflite_export.runtime import make_interpreter
 
@@ -72,7 +71,7 @@ def _keras_weight_codes(model):
     codes = {}
     for layer in model.layers:
         for weight, quantizer, variables in getattr(layer, "_weight_vars", []):
-            if isinstance(quantizer, DoReFaWeightQuantizer):
+            if hasattr(quantizer, "codes_and_step"):  # every kquant weight quantizer has it
                 codes[layer.layer.name] = quantizer.codes_and_step(weight, variables)[0].numpy()
     return codes
 

@@ -27,17 +27,15 @@ def clipped_teacher(float_model, clip=1.0):
     Returns:
         A new model with the same weights.
     """
-    from kquant.configs import is_activation_layer
+    from kquant.configs import ACTIVATIONS, activation_name, is_activation_layer
 
     def clone(layer):
-        if is_activation_layer(layer) or getattr(layer, "activation", None) is not None and \
-                keras.activations.serialize(layer.activation) in ("relu", "relu6"):
-            if is_activation_layer(layer):
-                return keras.layers.ReLU(max_value=clip, name=layer.name)
-            config = layer.get_config()
+        config = layer.get_config()
+        if is_activation_layer(layer):
+            return keras.layers.ReLU(max_value=clip, name=layer.name)
+        if activation_name(layer) in ACTIVATIONS:  # inline activation="relu" of a conv or dense
             config["activation"] = lambda x: tf.clip_by_value(x, 0.0, clip)
-            return layer.__class__.from_config(config)
-        return layer.__class__.from_config(layer.get_config())
+        return layer.__class__.from_config(config)
 
     teacher = keras.models.clone_model(float_model, clone_function=clone)
     teacher.set_weights(float_model.get_weights())
