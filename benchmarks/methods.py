@@ -95,15 +95,19 @@ def _larq(float_model, weight_bits, activation_bits):
 def method(name):
     """The method of an identifier: a fixed one, or kquant techniques joined with '+'.
 
+    Techniques build on the strongest plain QAT row, kquant-pact-calibrated, so each row
+    measures what the technique adds to it.
+
     Raises:
         ValueError: for identifiers that are neither.
     """
     if name in METHODS:
         return METHODS[name]
     techniques = tuple(kquant.techniques.parse_techniques(name))
-    note = ("students at this and the other bit-width (4 <-> 2) with one clipped float teacher"
-            if "joint-distillation" in techniques else "")
-    return Method(name, _kquant("clip"), tflite_export.convert, note, techniques)
+    note = "on kquant-pact-calibrated" + (
+        "; students at this and the other bit-width (4 <-> 2) with one float teacher"
+        if "joint-distillation" in techniques else "")
+    return Method(name, _kquant("pact"), tflite_export.convert, note, techniques, calibrate=True)
 
 
 METHODS = {

@@ -166,10 +166,11 @@ def main(argv):
             except ImportError as error:
                 print(f"skip {name}: {error}")
                 continue
-            if chosen.calibrate:
-                kquant.calibrate_ranges(model, float_model, data.train.take(4))
             extra = ([chosen.build(_clone(float_model), 6 - bits, 6 - bits)]
                      if "joint-distillation" in chosen.techniques else [])
+            if chosen.calibrate:
+                for student in [model, *extra]:
+                    kquant.calibrate_ranges(student, float_model, data.train.take(4))
             reference_speed = float_speed()  # just before, so both see the same machine load
             keras_top1, speed = _train(model, data, suite, epochs, chosen.techniques,
                                        float_model, extra)

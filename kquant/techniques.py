@@ -4,6 +4,7 @@ Names (joined with "+" to combine): "two-stage", "progressive-bits", "stochastic
 "joint-distillation". The first three are callbacks (`precision_callbacks`); joint
 distillation wraps the model (`kquant.training.JointDistillation`).
 """
+from kquant.backend import keras
 from kquant.callbacks import ProgressiveBitWidth, StochasticPrecision, TwoStageQuantization
 from kquant.callbacks.progressive import FLOAT
 
@@ -61,8 +62,8 @@ def prepare(model, techniques, epochs, steps_per_epoch, learning_rate, float_mod
     """Compiles what `fit` should train for `techniques`, and the callbacks they need.
 
     Without joint distillation the model itself is compiled (SGD, cosine schedule). With it,
-    a `JointDistillation` of a clipped float teacher (from `float_model`), `model` and
-    `extra_students` is compiled, each network with its own optimizer; `model` stays the one
+    a `JointDistillation` of a float teacher (from `float_model`, see `teacher_for`), `model`
+    and `extra_students` is compiled, each network with its own optimizer; `model` stays the one
     to evaluate and export.
 
     Args:
@@ -80,7 +81,7 @@ def prepare(model, techniques, epochs, steps_per_epoch, learning_rate, float_mod
         ValueError: if joint distillation is asked for without a float model.
     """
     from kquant.compile import compile_classifier, cosine_sgd
-    from kquant.training import JointDistillation, clipped_teacher
+    from kquant.training import JointDistillation
 
     callbacks = precision_callbacks(techniques, epochs, *_final_bits(model),
                                     stage_boundary_epoch, initial_probability, seed)
@@ -88,12 +89,32 @@ def prepare(model, techniques, epochs, steps_per_epoch, learning_rate, float_mod
         return compile_classifier(model, learning_rate, epochs, steps_per_epoch), callbacks
     if float_model is None:
         raise ValueError("prepare: joint-distillation needs the float model its teacher starts from.")
-    trainable = JointDistillation(clipped_teacher(float_model), [model, *extra_students],
+    trainable = JointDistillation(teacher_for(model, float_model), [model, *extra_students],
                                   temperature=temperature)
     optimizers = [cosine_sgd(learning_rate, epochs, steps_per_epoch)
                   for _ in range(len(extra_students) + 2)]
     trainable.compile(optimizers[0], optimizers[1:])
     return trainable, callbacks
+
+
+def teacher_for(student, float_model):
+    """The float teacher of joint distillation for `student`.
+
+    Students with DoReFa's fixed [0, 1] activations get a teacher clipped to the same range
+    (METHODS.md 1d); students that learn their clips (PACT) get the float model unchanged, since
+    no single clip matches theirs and clipping a ReLU-trained model to 1 costs it most of its
+    accuracy (ResNet-20 CIFAR-10: 82% -> 20%).
+    """
+    from kquant.precision import quantizer_states
+    from kquant.quantizers import ClippedActivationQuantizer
+    from kquant.training import clipped_teacher
+
+    activations = [s.quantizer for s in quantizer_states(student) if s.role == "activation"]
+    if activations and all(isinstance(q, ClippedActivationQuantizer) for q in activations):
+        return clipped_teacher(float_model)
+    teacher = keras.models.clone_model(float_model)
+    teacher.set_weights(float_model.get_weights())
+    return teacher
 
 
 def _final_bits(model):
