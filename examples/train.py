@@ -28,8 +28,11 @@ flags.DEFINE_string("dataset", "digits", "digits, mnist, cifar10, folder:/path o
 flags.DEFINE_string("model", "small_cnn", "small_cnn, resnet20 or mobilenet_v2.")
 flags.DEFINE_integer("weight_bits", 4, "Weight bits, 1-8; 32 trains the float model.")
 flags.DEFINE_integer("activation_bits", 4, "Activation bits, 1-8; 32 trains the float model.")
-flags.DEFINE_enum("weight_quantizer", "dorefa", ["dorefa"], "Weight quantizer.")
-flags.DEFINE_enum("activation_quantizer", "clip", ["clip", "pact"], "Activation quantizer.")
+flags.DEFINE_enum("weight_quantizer", "dorefa", list(kquant.recipe.WEIGHT_QUANTIZERS),
+                  "Weight quantizer (direct-levels: learnable levels, updated directly).")
+flags.DEFINE_enum("activation_quantizer", "clip", list(kquant.recipe.ACTIVATION_QUANTIZERS),
+                  "Activation quantizer (channel-aware: clip fit to the mean per-channel error).")
+flags.DEFINE_bool("per_channel", False, "Weight statistics or levels per output channel.")
 flags.DEFINE_integer("epochs", 8, "Training epochs.")
 flags.DEFINE_float("batch_norm_momentum", 0.9, "Momentum of the reference models' batch norms.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
@@ -93,7 +96,8 @@ def main(argv):
     def quantize(weight_bits, activation_bits):
         return kquant.quantize_model(float_model, kquant.Recipe(
             weight_bits=weight_bits, activation_bits=activation_bits,
-            weight_quantizer=FLAGS.weight_quantizer, activation_quantizer=FLAGS.activation_quantizer))
+            weight_quantizer=FLAGS.weight_quantizer, activation_quantizer=FLAGS.activation_quantizer,
+            per_channel=FLAGS.per_channel))
 
     extra_students = []
     if quantized:

@@ -72,10 +72,17 @@ def assign(states, bits=None, enabled=None):
     """Sets the bit-width and/or switch of the given `QuantizerState`s.
 
     Raises:
-        ValueError: for bits outside 1 to 8.
+        ValueError: for bits outside 1 to 8, or a new bit-width for a quantizer whose
+            bit-width is fixed at build (`variable_bits` False, e.g. learnable levels).
     """
     if bits is not None:
         check_bits(bits, "assign")
+        fixed = sorted({s.layer for s in states
+                        if not s.quantizer.variable_bits and s.quantizer.bits != bits})
+        if fixed:
+            raise ValueError(f"Layers {fixed} have quantizers whose bit-width is fixed when the "
+                             f"model is built (learnable levels); they cannot change to {bits} "
+                             "bits. Leave them out of bit-width schedules.")
     for state in states:
         if bits is not None:
             state.bits.assign(float(bits))

@@ -3,6 +3,7 @@ import contextlib
 
 from kquant import configs, graph, quantizers
 from kquant.backend import default_8bit_transforms, keras, model_transformer, tfmot
+from kquant.callbacks.direct_levels import initialize_levels
 from kquant.recipe import Recipe
 
 _tfmot_keras = tfmot.quantization.keras
@@ -12,7 +13,8 @@ def custom_objects():
     """Every class a saved kquant model refers to, for `load_model(custom_objects=...)`."""
     objects = {cls.__name__: cls for cls in (
         configs.WeightLayerConfig, configs.OutputConfig, quantizers.DoReFaWeightQuantizer,
-        quantizers.ClippedActivationQuantizer, quantizers.PACTQuantizer)}
+        quantizers.ClippedActivationQuantizer, quantizers.PACTQuantizer,
+        quantizers.DirectLevelsWeightQuantizer, quantizers.ChannelAwareActivationQuantizer)}
     objects.update({f"kquant>{name}": cls for name, cls in list(objects.items())})
     return objects
 
@@ -104,7 +106,8 @@ def quantize_model(model, recipe=None):
     Weights of conv, depthwise and dense layers get the recipe's weight quantizer; ReLU/ReLU6
     activations are replaced by its activation quantizer; batch norm stays as a float layer in
     training and is folded into the conv by the TFLite converter; other requantization points
-    get 8-bit ranges (see `kquant.configs`). The float weights are copied over.
+    get 8-bit ranges (see `kquant.configs`). The float weights are copied over, and learnable
+    weight levels start from them.
 
     Args:
         model: a built Sequential or functional tf_keras model.
@@ -128,4 +131,6 @@ def quantize_model(model, recipe=None):
     annotated = keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
     with quantize_scope():
-        return _tfmot_keras.quantize_apply(annotated, scheme=QuantizeScheme())
+        quantized = _tfmot_keras.quantize_apply(annotated, scheme=QuantizeScheme())
+    initialize_levels(quantized)  # learnable levels start from the float weights just copied in
+    return quantized

@@ -2,12 +2,15 @@
 import dataclasses
 from typing import Callable, Dict, Mapping, Optional, Union
 
-from kquant.quantizers import (ClippedActivationQuantizer, DoReFaWeightQuantizer, PACTQuantizer)
+from kquant.quantizers import (ChannelAwareActivationQuantizer, ClippedActivationQuantizer,
+                               DirectLevelsWeightQuantizer, DoReFaWeightQuantizer, PACTQuantizer)
 from kquant.quantizers.base import check_bits
 
-WEIGHT_QUANTIZERS: Dict[str, Callable] = {"dorefa": DoReFaWeightQuantizer}
+WEIGHT_QUANTIZERS: Dict[str, Callable] = {"dorefa": DoReFaWeightQuantizer,
+                                          "direct-levels": DirectLevelsWeightQuantizer}
 ACTIVATION_QUANTIZERS: Dict[str, Callable] = {"clip": ClippedActivationQuantizer,
-                                              "pact": PACTQuantizer}
+                                              "pact": PACTQuantizer,
+                                              "channel-aware": ChannelAwareActivationQuantizer}
 
 _OVERRIDE_KEYS = ("weight_bits", "activation_bits")
 
@@ -19,11 +22,13 @@ class Recipe:
     Args:
         weight_bits: bits of conv, depthwise and dense kernels, 1 to 8.
         activation_bits: bits of the activations that replace ReLU/ReLU6, 1 to 8.
-        weight_quantizer: a name in `WEIGHT_QUANTIZERS` ("dorefa"), or a callable
+        weight_quantizer: a name in `WEIGHT_QUANTIZERS` ("dorefa"; "direct-levels" for
+            learnable levels, trained with `kquant.callbacks.DirectLevelsUpdate`), or a callable
             `bits -> Quantizer`.
         activation_quantizer: a name in `ACTIVATION_QUANTIZERS` ("clip" for DoReFa's fixed
-            [0, 1] range, "pact" for a learnable clip), or a callable `bits -> Quantizer`.
-        per_channel: weight statistics per output channel instead of per layer.
+            [0, 1] range, "pact" for a learnable clip, "channel-aware" for a clip fit to the
+            mean per-channel error), or a callable `bits -> Quantizer`.
+        per_channel: weight statistics (or levels) per output channel instead of per layer.
         first_last_bits: weight bits of the first conv and the last dense (or conv) layer, as
             the low-bit papers keep them; None quantizes them like the rest.
         overrides: per-layer settings, keyed by layer name or layer class, each a dict with

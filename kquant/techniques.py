@@ -5,7 +5,9 @@ Names (joined with "+" to combine): "two-stage", "progressive-bits", "stochastic
 distillation wraps the model (`kquant.training.JointDistillation`).
 """
 from kquant.backend import keras
-from kquant.callbacks import ProgressiveBitWidth, StochasticPrecision, TwoStageQuantization
+from kquant.callbacks import (DirectLevelsUpdate, ProgressiveBitWidth, StochasticPrecision,
+                              TwoStageQuantization)
+from kquant.callbacks.direct_levels import direct_levels_quantizers
 from kquant.callbacks.progressive import FLOAT
 
 TECHNIQUES = ("two-stage", "progressive-bits", "stochastic-precision", "joint-distillation")
@@ -61,7 +63,8 @@ def prepare(model, techniques, epochs, steps_per_epoch, learning_rate, float_mod
             initial_probability=0.25, seed=0):
     """Compiles what `fit` should train for `techniques`, and the callbacks they need.
 
-    Without joint distillation the model itself is compiled (SGD, cosine schedule). With it,
+    Models with learnable weight levels also get `DirectLevelsUpdate`. Without joint
+    distillation the model itself is compiled (SGD, cosine schedule). With it,
     a `JointDistillation` of a float teacher (from `float_model`, see `teacher_for`), `model`
     and `extra_students` is compiled, each network with its own optimizer; `model` stays the one
     to evaluate and export.
@@ -85,6 +88,8 @@ def prepare(model, techniques, epochs, steps_per_epoch, learning_rate, float_mod
 
     callbacks = precision_callbacks(techniques, epochs, *_final_bits(model),
                                     stage_boundary_epoch, initial_probability, seed)
+    if direct_levels_quantizers(model) or any(direct_levels_quantizers(s) for s in extra_students):
+        callbacks.append(DirectLevelsUpdate())
     if "joint-distillation" not in techniques:
         return compile_classifier(model, learning_rate, epochs, steps_per_epoch), callbacks
     if float_model is None:

@@ -47,6 +47,8 @@ class LowBitQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         bits: initial bit-width, 1 to 8.
     """
 
+    variable_bits = True  # False: the bit-width shapes variables and is fixed at build
+
     def __init__(self, bits):
         self.bits = check_bits(bits, type(self).__name__)
 

@@ -1,10 +1,9 @@
 """PACT: activations with a learnable clip (Choi et al., arXiv 1805.06085)."""
 from kquant.backend import keras, tf
-from kquant.quantizers.base import LowBitQuantizer
-from kquant.quantizers.ste import uniform_activation
+from kquant.quantizers.clip import VariableClipQuantizer
 
 
-class PACTQuantizer(LowBitQuantizer):
+class PACTQuantizer(VariableClipQuantizer):
     """Parameterized clipping activation with a learnable, per-tensor clip alpha.
 
     Forward: a_q = alpha * round(n * clip(a, 0, alpha) / alpha) / n, n = 2^k - 1.
@@ -33,12 +32,6 @@ class PACTQuantizer(LowBitQuantizer):
             regularizer=keras.regularizers.L2(self.clip_regularization),
             constraint=keras.constraints.NonNeg())
         return weights
-
-    def quantize(self, x, weights):
-        return uniform_activation(x, tf.maximum(weights["clip"], 1e-3), weights["bits"])
-
-    def bypass(self, x, weights):
-        return tf.minimum(tf.nn.relu(x), weights["clip"])
 
     def get_config(self):
         return {**super().get_config(), "initial_clip": self.initial_clip,
