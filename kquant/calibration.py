@@ -2,20 +2,21 @@
 import numpy as np
 
 from kquant.backend import keras, tfmot
-from kquant.quantizers import PACTQuantizer
+from kquant.quantizers import ChannelAwareActivationQuantizer, PACTQuantizer
 
 
 def _ranges_to_set(model):
-    """{layer name: (kind, variables)} for PACT clips and 8-bit min/max ranges of wrappers."""
+    """{layer name: (kind, variables, quantizer)} for learned clips and 8-bit min/max ranges."""
     targets = {}
     for layer in model.layers:
         if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
             continue
         variables = layer._output_quantizer_vars if layer._output_quantizers else {}  # pylint: disable=protected-access
-        if any(isinstance(q, PACTQuantizer) for q in layer._output_quantizers):  # pylint: disable=protected-access
-            targets[layer.layer.name] = ("clip", variables)
+        quantizer = layer._output_quantizers[0] if layer._output_quantizers else None  # pylint: disable=protected-access
+        if isinstance(quantizer, (PACTQuantizer, ChannelAwareActivationQuantizer)):
+            targets[layer.layer.name] = ("clip", variables, quantizer)
         elif "min_var" in variables:
-            targets[layer.layer.name] = ("range", variables)
+            targets[layer.layer.name] = ("range", variables, quantizer)
     return targets
 
 
@@ -28,7 +29,8 @@ def calibrate_ranges(model, float_model, data, percentile=99.9, max_batches=4):
     cost 9 points of accuracy. Here each PACT clip starts at a percentile of the float activation
     at its layer, each 8-bit range at the min and max of the float output there, and the input
     range at the min and max of the images, so quantization-aware training starts near the
-    float model. DoReFa's fixed [0, 1] activations have nothing to calibrate.
+    float model. Channel-aware clips start at their own fit (`fit_clip`) of the float
+    activations. DoReFa's fixed [0, 1] activations have nothing to calibrate.
 
     Args:
         model: a model from `kquant.quantize_model`.
@@ -55,14 +57,18 @@ def calibrate_ranges(model, float_model, data, percentile=99.9, max_batches=4):
         if i >= max_batches:
             break
         images = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch, np.float32)
-        collected["input"].append(images.ravel())
+        collected["input"].append(images)
         outputs = probe(images, training=False)
         for name, output in zip(targets, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
-            collected[name].append(np.asarray(output).ravel())
+            collected[name].append(np.asarray(output))
     values = {name: np.concatenate(parts) for name, parts in collected.items()}
     chosen = {}
-    for name, (kind, variables) in targets.items():
-        if kind == "clip":
+    for name, (kind, variables, quantizer) in targets.items():
+        if isinstance(quantizer, ChannelAwareActivationQuantizer):
+            chosen[name] = max(float(quantizer.fit(values[name])), 1e-3)
+            variables["clip"].assign(chosen[name])
+            variables["fitted"].assign(1.0)  # training continues the average from here
+        elif kind == "clip":
             chosen[name] = max(float(np.percentile(values[name], percentile)), 1e-3)
             variables["clip"].assign(chosen[name])
         else:

@@ -139,6 +139,7 @@ def test_update_callback_refuses_models_without_learnable_levels(digits):
 
 
 def test_learnable_levels_train_save_load_and_export_exactly(digits, tmp_path):
+    keras.utils.set_random_seed(0)
     recipe = kquant.Recipe(2, 2, weight_quantizer="direct-levels",
                            activation_quantizer="channel-aware", per_channel=True)
     model = trained(recipe, digits, epochs=6)
