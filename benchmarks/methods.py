@@ -24,10 +24,11 @@ class Method:
     calibrate: bool = False  # start learned ranges from the float model (kquant.calibrate_ranges)
 
 
-def _kquant(activation_quantizer):
+def _kquant(activation_quantizer, weight_quantizer="dorefa", per_channel=False):
     def build(float_model, weight_bits, activation_bits):
         return kquant.quantize_model(float_model, kquant.Recipe(
-            weight_bits, activation_bits, activation_quantizer=activation_quantizer))
+            weight_bits, activation_bits, weight_quantizer=weight_quantizer,
+            activation_quantizer=activation_quantizer, per_channel=per_channel))
     return build
 
 
@@ -117,6 +118,17 @@ METHODS = {
         "kquant-pact-calibrated", _kquant("pact"), tflite_export.convert,
         "PACT clips and 8-bit ranges started from the float model (kquant.calibrate_ranges)",
         calibrate=True),
+    "direct-levels": Method(
+        "direct-levels", _kquant("pact", "direct-levels", per_channel=True), tflite_export.convert,
+        "learnable levels per output channel, direct code updates; PACT activations; calibrated",
+        calibrate=True),
+    "channel-aware": Method(
+        "channel-aware", _kquant("channel-aware"), tflite_export.convert,
+        "DoReFa weights; channel-aware activation clips (mean statistic, EMA); calibrated",
+        calibrate=True),
+    "direct-levels+channel-aware": Method(
+        "direct-levels+channel-aware", _kquant("channel-aware", "direct-levels", per_channel=True),
+        tflite_export.convert, "both of the above; calibrated", calibrate=True),
     "tfmot-8bit": Method("tfmot-8bit", _tfmot_8bit, _int8_converter,
                          "TF-MOT default scheme, always W8A8"),
     "qkeras": Method("qkeras", _qkeras, None,
