@@ -14,6 +14,19 @@ METHOD_DESCRIPTIONS = {
     "kquant-pact": "kquant, DoReFa weights + PACT activations (learnable clip, starting at 6)",
     "kquant-pact-calibrated": "kquant-pact with clips and 8-bit ranges started from the float "
                               "model's activations (`kquant.calibrate_ranges`)",
+    "direct-levels": "kquant, learnable weight levels per output channel with direct code "
+                     "updates (`weight_quantizer=\"direct-levels\"`) + PACT activations, calibrated",
+    "channel-aware": "kquant, DoReFa weights + channel-aware activation clips (mean per-channel "
+                     "error, EMA), calibrated",
+    "direct-levels+channel-aware": "both of the above",
+    "two-stage": "kquant-pact-calibrated, weights quantized first, activations from half the "
+                 "epochs (`TwoStageQuantization`)",
+    "progressive-bits": "kquant-pact-calibrated, bit-widths 32 -> 8 -> 4 -> 2 in equal stages "
+                        "(`ProgressiveBitWidth`)",
+    "stochastic-precision": "kquant-pact-calibrated, residual blocks quantized with probability "
+                            "ramping 0.25 -> 1 (`StochasticPrecision`)",
+    "joint-distillation": "kquant-pact-calibrated, 2-bit and 4-bit students with one float "
+                          "teacher (`JointDistillation`); each row reports its student",
     "tfmot-8bit": "TF-MOT's default 8-bit QAT (W8A8 only)",
     "qkeras": "QKeras quantized_bits weights + quantized_relu activations",
     "larq": "Larq DoReFa weights and activations (first conv, last dense float)",
