@@ -30,7 +30,12 @@ from kquant.backend import keras  # noqa: E402
 SUITES = {
     "cifar10-resnet20": dict(dataset="cifar10", model="resnet20", batch_size=128,
                              learning_rate=0.01, epochs=4,
-                             checkpoint="benchmarks/checkpoints/resnet20_cifar10_float.h5"),
+                             checkpoint="benchmarks/checkpoints/resnet20_cifar10_float.h5",
+                             trainer="benchmarks/train_float_resnet20.sh"),
+    "cifar10-mobilenetv2": dict(dataset="cifar10", model="mobilenet_v2", batch_size=128,
+                                learning_rate=0.01, epochs=4,
+                                checkpoint="benchmarks/checkpoints/mobilenet_v2_cifar10_float.h5",
+                                trainer="benchmarks/train_float_mobilenet_v2.sh"),
     "mnist-cnn": dict(dataset="mnist", model="small_cnn", batch_size=128, learning_rate=0.02,
                       epochs=2, float_epochs=2, checkpoint=None),
 }
@@ -103,7 +108,11 @@ def _train(model, data, suite, epochs, techniques=(), float_model=None, extra_st
 def _float_model(suite, data):
     """The float starting point: the committed checkpoint, or trained here for quick suites."""
     if suite["checkpoint"]:
-        return keras.models.load_model(os.path.join(ROOT, suite["checkpoint"]), compile=False)
+        path = os.path.join(ROOT, suite["checkpoint"])
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Suite {FLAGS.suite}: no float checkpoint at {path}; make it "
+                                    f"with `bash {suite['trainer']}`.")
+        return keras.models.load_model(path, compile=False)
     keras.utils.set_random_seed(FLAGS.seed)
     model = kquant.models.build_model(suite["model"], data.input_shape, data.num_classes)
     _train(model, data, {**suite, "learning_rate": 0.05}, FLAGS.float_epochs or suite["float_epochs"])

@@ -93,15 +93,20 @@ def trained(recipe, digits, epochs=2, learning_rate=0.05):
     return model
 
 
-@pytest.mark.parametrize("accumulate", [True, False])
-def test_after_updates_every_weight_is_its_nearest_level_and_levels_stay_distinct(digits, accumulate):
+@pytest.mark.parametrize("accumulate,optimizer", [(True, "sgd"), (False, "adam")])
+def test_after_updates_every_weight_is_its_nearest_level_and_levels_stay_distinct(digits, accumulate,
+                                                                                  optimizer):
     recipe = kquant.Recipe(2, 4, weight_quantizer="direct-levels", activation_quantizer="pact",
                            per_channel=True)
     model = kquant.quantize_model(kquant.models.small_cnn((8, 8, 1), 10), recipe)
     for _, quantizer, _ in direct_levels_quantizers(model):
         quantizer.accumulate = accumulate
     before = {k.name: v["codes"].numpy().copy() for k, _, v in direct_levels_quantizers(model)}
-    kquant.compile_classifier(model, 0.05, 2, digits.train_size // 32 + 1)
+    if optimizer == "adam":  # any Keras optimizer
+        model.compile(keras.optimizers.Adam(0.01),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    else:
+        kquant.compile_classifier(model, 0.05, 2, digits.train_size // 32 + 1)
     model.fit(digits.train, epochs=2, verbose=0, callbacks=[kquant.callbacks.DirectLevelsUpdate()])
     flipped = 0
     for kernel, quantizer, variables in direct_levels_quantizers(model):
