@@ -8,20 +8,26 @@ from kquant.backend import keras
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Records training images per second, skipping the first batches (tracing, warm-up)."""
+    """Records training images per second, skipping the first batches (tracing, warm-up).
+
+    A step is the time from one batch's end to the next one's, so it includes every other
+    callback's work (a technique's per-batch sampling or updates) and data loading.
+    """
 
     def __init__(self, batch_size, skip=10):
         super().__init__()
         self.batch_size, self.skip = batch_size, skip
-        self.durations, self._start, self._seen = [], None, 0
+        self.durations, self._last, self._seen = [], None, 0
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last = None  # the epoch boundary (evaluation, checkpoints) is not a step
 
     def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
         self._seen += 1
-        if self._seen > self.skip:
-            self.durations.append(time.perf_counter() - self._start)
+        if self._seen > self.skip and self._last is not None:
+            self.durations.append(now - self._last)
+        self._last = now
 
     @property
     def images_per_second(self):
