@@ -71,8 +71,10 @@ def test_bad_settings_name_the_argument():
         ChannelAwareActivationQuantizer(2, momentum=1.0)
 
 
-def test_calibration_starts_clips_at_the_fit_and_model_exports_exactly(digits, tmp_path):
+def test_calibration_starts_clips_at_the_fit_and_model_exports_exactly(tmp_path):
     keras.utils.set_random_seed(0)
+    # A fresh data set: the shared fixture's shuffle order depends on the tests run before.
+    digits = kquant.load_dataset("digits", batch_size=32, seed=0)
     float_model = kquant.models.small_cnn((8, 8, 1), 10)
     kquant.compile_classifier(float_model)
     float_model.fit(digits.train, epochs=8, verbose=0)
