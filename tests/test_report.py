@@ -1,0 +1,26 @@
+"""The benchmark report: step-time records kept apart, techniques compared with plain QAT."""
+import json
+
+from benchmarks import report
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_report_keeps_step_times_apart_and_compares_with_plain_qat(tmp_path):
+    row = dict(suite="s", weight_bits=2, activation_bits=2, float_top1=0.8)
+    write(tmp_path / "s.jsonl", [dict(row, method="kquant-pact-calibrated", keras_top1=0.70),
+                                 dict(row, method="direct-levels", keras_top1=0.73),
+                                 dict(row, method="two-stage", keras_top1=0.65),
+                                 dict(row, method="qkeras", keras_top1=0.20)])
+    write(tmp_path / report.STEP_TIME_FILE, [dict(suite="s", method="direct-levels", weight_bits=2,
+                                                  step_time_vs_plain_qat=1.25)])
+    rows = report.load(str(tmp_path))["s"]
+    timed = report.load(str(tmp_path), step_times=True)["s"]
+    assert len(rows) == 4 and len(timed) == 1
+    lines = report.against_plain_qat(rows, timed)
+    assert len(lines) == 2  # neither plain QAT itself nor the peer
+    assert lines[0].startswith("- `direct-levels` W2A2: +3.00 points") and "beats it: yes" in lines[0]
+    assert "step time 1.25x" in lines[0]
+    assert "-5.00 points" in lines[1] and "beats it: NO" in lines[1] and "not measured" in lines[1]
