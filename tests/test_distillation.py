@@ -69,6 +69,18 @@ def test_clipped_teacher_is_float_with_activations_on_zero_to_one():
     assert not kquant.precision.quantizer_states(teacher)
 
 
+@pytest.mark.parametrize("activation_quantizer,clipped", [("clip", True), ("pact", False)])
+def test_teacher_matches_the_students_activation_range(activation_quantizer, clipped):
+    model = kquant.models.small_cnn((8, 8, 1), 10)
+    student = kquant.quantize_model(model, kquant.Recipe(2, 2, activation_quantizer=activation_quantizer))
+    teacher = kquant.techniques.teacher_for(student, model)
+    images = np.random.default_rng(0).normal(size=(4, 8, 8, 1)) * 5
+    largest = keras.Model(teacher.input, teacher.get_layer("block1_relu").output).predict(
+        images, verbose=0).max()
+    assert (largest == 1.0) if clipped else (largest > 1.0)
+    np.testing.assert_allclose(teacher.get_weights()[0], model.get_weights()[0])
+
+
 def test_precision_callbacks_steer_only_the_students(digits):
     teacher, students = networks()
     model = compiled(teacher, students)
