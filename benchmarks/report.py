@@ -128,20 +128,21 @@ def plot(suite, records, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     float_top1 = records[0]["float_top1"]
     ax.axhline(100 * float_top1, color="gray", linestyle="--", label="float")
     by_method = collections.defaultdict(list)
     for r in records:
         if r["method"] != "float":
             by_method[r["method"]].append((r["weight_bits"], 100 * r["keras_top1"]))
-    for method, points in sorted(by_method.items()):
+    colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
+    for i, (method, points) in enumerate(sorted(by_method.items())):
         points.sort()
-        ax.plot(*zip(*points), marker="o", label=method)
+        ax.plot(*zip(*points), marker="os^Dv"[i % 5], color=colors[i % len(colors)], label=method)
     ax.set_xlabel("bits (weights = activations)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(suite)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
