@@ -30,20 +30,27 @@ class QuantizerState:
     enabled: tf.Variable
 
 
-def quantizer_states(model) -> List[QuantizerState]:
-    """Lists every low-bit quantizer of a model (nested models included), in layer order.
+def quantize_wrappers(model):
+    """Yields every TF-MOT wrapper of a model (nested models included), in layer order.
 
     A training wrapper with a `quantized_models` attribute (such as `JointDistillation`) is
-    represented by those models only, so its full-precision teacher is never switched.
+    represented by those models only, so its full-precision teacher is never included.
     """
     if hasattr(model, "quantized_models"):
-        return [state for m in model.quantized_models for state in quantizer_states(m)]
-    states = []
+        for quantized in model.quantized_models:
+            yield from quantize_wrappers(quantized)
+        return
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            states.extend(quantizer_states(layer))
-        if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
-            continue
+            yield from quantize_wrappers(layer)
+        if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
+            yield layer
+
+
+def quantizer_states(model) -> List[QuantizerState]:
+    """Lists every low-bit quantizer of a model (see `quantize_wrappers`), in layer order."""
+    states = []
+    for layer in quantize_wrappers(model):
         for _, quantizer, variables in layer._weight_vars:  # pylint: disable=protected-access
             if isinstance(quantizer, LowBitQuantizer):
                 states.append(QuantizerState(layer.layer.name, "weight", quantizer,

@@ -1,5 +1,6 @@
 """The direct update of learnable-level weights after every optimizer step."""
-from kquant.backend import keras, tf, tfmot
+from kquant.backend import keras, tf
+from kquant.precision import quantize_wrappers
 from kquant.quantizers.direct_levels import DirectLevelsWeightQuantizer
 
 
@@ -8,17 +9,9 @@ def direct_levels_quantizers(model):
 
     Nested models and training wrappers with `quantized_models` (`JointDistillation`) included.
     """
-    if hasattr(model, "quantized_models"):
-        return [found for m in model.quantized_models for found in direct_levels_quantizers(m)]
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found.extend(direct_levels_quantizers(layer))
-        if isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
-            found.extend((kernel, quantizer, variables)
-                         for kernel, quantizer, variables in layer._weight_vars  # pylint: disable=protected-access
-                         if isinstance(quantizer, DirectLevelsWeightQuantizer))
-    return found
+    return [(kernel, quantizer, variables) for layer in quantize_wrappers(model)
+            for kernel, quantizer, variables in layer._weight_vars  # pylint: disable=protected-access
+            if isinstance(quantizer, DirectLevelsWeightQuantizer)]
 
 
 def initialize_levels(model):
