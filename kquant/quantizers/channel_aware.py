@@ -25,23 +25,26 @@ def _rows(x, max_rows):
     return flat[::stride][:max_rows]
 
 
+def _error_and_energy(x, clip, bits):
+    """Per channel of a = relu(x): (||a_c - Q(a_c)||^2, ||a_c||^2), each of shape [C]."""
+    a = _rows(x, 1 << 30)
+    quantized = _quantized(a, tf.constant([clip], tf.float32), bits)[0]
+    return tf.reduce_sum(tf.square(a - quantized), axis=0), tf.reduce_sum(tf.square(a), axis=0)
+
+
 def channel_errors(x, clip, bits):
     """Per-channel normalised error ||a_c - Q(a_c)||^2 / ||a_c||^2 of a = relu(x), shape [C].
 
     Channels that are zero everywhere get error 0.
     """
-    a = _rows(x, 1 << 30)
-    error = tf.reduce_sum(tf.square(a[None] - _quantized(a, tf.constant([clip], tf.float32),
-                                                             bits)), axis=1)[0]
-    return error / tf.maximum(tf.reduce_sum(tf.square(a), axis=0), 1e-30)
+    error, energy = _error_and_energy(x, clip, bits)
+    return error / tf.maximum(energy, 1e-30)
 
 
 def pooled_error(x, clip, bits):
     """Normalised error of the whole tensor, sum ||a - Q(a)||^2 / sum ||a||^2, a = relu(x)."""
-    a = _rows(x, 1 << 30)
-    error = tf.reduce_sum(tf.square(a[None] - _quantized(a, tf.constant([clip], tf.float32),
-                                                             bits)))
-    return error / tf.maximum(tf.reduce_sum(tf.square(a)), 1e-30)
+    error, energy = _error_and_energy(x, clip, bits)
+    return tf.reduce_sum(error) / tf.maximum(tf.reduce_sum(energy), 1e-30)
 
 
 def _aggregate(errors, energy, statistic, trim):
