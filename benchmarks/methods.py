@@ -97,18 +97,28 @@ def method(name):
     """The method of an identifier: a fixed one, or kquant techniques joined with '+'.
 
     Techniques build on the strongest plain QAT row, kquant-pact-calibrated, so each row
-    measures what the technique adds to it.
+    measures what the technique adds to it, unless the identifier also names calibrated
+    quantizer methods: "joint-distillation+direct-levels+channel-aware" trains the
+    direct-levels+channel-aware model with joint distillation.
 
     Raises:
         ValueError: for identifiers that are neither.
     """
     if name in METHODS:
         return METHODS[name]
-    techniques = tuple(kquant.techniques.parse_techniques(name))
-    note = "on kquant-pact-calibrated" + (
+    parts = name.split("+")
+    techniques = tuple(p for p in parts if p in kquant.techniques.TECHNIQUES)
+    base_name = "+".join(p for p in parts if p not in techniques) or "kquant-pact-calibrated"
+    base = METHODS.get(base_name)
+    if not techniques or base is None or not base.calibrate:
+        calibrated = [m for m, chosen in METHODS.items() if chosen.calibrate]
+        raise ValueError(f"Unknown method {name!r}: choose from {list(METHODS)}, or techniques "
+                         f"{list(kquant.techniques.TECHNIQUES)} joined with '+', optionally with "
+                         f"one of {calibrated}.")
+    note = f"on {base_name}" + (
         "; students at this and the other bit-width (4 <-> 2) with one float teacher"
         if "joint-distillation" in techniques else "")
-    return Method(name, _kquant("pact"), tflite_export.convert, note, techniques, calibrate=True)
+    return Method(name, base.build, base.export, note, techniques, calibrate=True)
 
 
 METHODS = {

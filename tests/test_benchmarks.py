@@ -32,3 +32,16 @@ def test_reduced_mnist_suite_stays_above_its_accuracy_floor(tmp_path):
     for method in ("kquant-dorefa", "kquant-pact"):
         assert records[method]["agreement"] >= 0.98
         assert records[method]["float_tflite_bytes"] / records[method]["tflite_bytes"] > 3.0
+
+
+def test_technique_combinations_build_on_the_named_quantizer_method():
+    from benchmarks.methods import METHODS, method
+
+    combined = method("joint-distillation+direct-levels+channel-aware")
+    assert combined.techniques == ("joint-distillation",) and combined.calibrate
+    assert combined.build is METHODS["direct-levels+channel-aware"].build
+    plain = method("stochastic-precision")
+    assert plain.build is METHODS["kquant-pact-calibrated"].build
+    for wrong in ("direct-levels+qkeras", "two-stage+tfmot-8bit", "fast"):
+        with pytest.raises(ValueError, match="choose from"):
+            method(wrong)
