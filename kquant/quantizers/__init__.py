@@ -1,5 +1,5 @@
 """How one tensor is quantized: one module per quantizer family, STE primitives in `ste`."""
-from kquant.quantizers.base import LowBitQuantizer, export_mode
+from kquant.quantizers.base import LowBitQuantizer, LowBitWeightQuantizer, export_mode
 from kquant.quantizers.channel_aware import ChannelAwareActivationQuantizer, fit_clip
 from kquant.quantizers.direct_levels import DirectLevelsWeightQuantizer
 from kquant.quantizers.dorefa import ClippedActivationQuantizer, DoReFaWeightQuantizer
@@ -7,4 +7,4 @@ from kquant.quantizers.pact import PACTQuantizer
 
 __all__ = ["ChannelAwareActivationQuantizer", "ClippedActivationQuantizer",
            "DirectLevelsWeightQuantizer", "DoReFaWeightQuantizer", "LowBitQuantizer",
-           "PACTQuantizer", "export_mode", "fit_clip"]
+           "LowBitWeightQuantizer", "PACTQuantizer", "export_mode", "fit_clip"]

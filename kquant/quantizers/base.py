@@ -1,8 +1,10 @@
-"""The base of every kquant quantizer: bit-width and on/off switch as variables, export mode."""
+"""The base of every kquant quantizer (bit-width and on/off switch as variables, export mode),
+and of weight quantizers (the channels-last view TFLite quantizes per channel)."""
 import contextlib
 import threading
 
 from kquant.backend import keras, tf, tfmot
+from kquant.quantizers.ste import per_channel_weight_grid, per_tensor_weight_grid
 
 MIN_BITS, MAX_BITS = 1, 8
 
@@ -81,3 +83,52 @@ class LowBitQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
 
     def __ne__(self, other):
         return not self == other
+
+
+class LowBitWeightQuantizer(LowBitQuantizer):
+    """A weight quantizer that sees kernels as [..., output channels], as TFLite stores them.
+
+    Depthwise kernels [h, w, c, m] are viewed per output channel (input channel times depth
+    multiplier). Dense kernels always use per-layer statistics: TF 2.21's converter cannot
+    export a per-output-unit grid on FULLY_CONNECTED.
+
+    Args:
+        bits: bit-width, 1 to 8.
+        per_channel: statistics (or levels) per output channel instead of per layer.
+    """
+
+    def __init__(self, bits, per_channel=False):
+        super().__init__(bits)
+        self.per_channel = bool(per_channel)
+        self._depthwise = False
+        self._dense = False
+
+    def build(self, tensor_shape, name, layer):
+        inner = getattr(layer, "layer", layer)  # TF-MOT passes the wrapper
+        self._depthwise = isinstance(inner, keras.layers.DepthwiseConv2D)
+        self._dense = isinstance(inner, keras.layers.Dense)
+        return super().build(tensor_shape, name, layer)
+
+    @property
+    def channelwise(self):
+        """Whether statistics are per output channel (never for dense kernels)."""
+        return self.per_channel and not self._dense
+
+    def _channels_last_shape(self, shape):
+        shape = list(shape)
+        return [shape[0], shape[1], 1, shape[2] * shape[3]] if self._depthwise else shape
+
+    def _channels_last(self, w):
+        """The kernel as [..., output channels], the layout TFLite quantizes per channel."""
+        return tf.reshape(w, self._channels_last_shape(w.shape))
+
+    def _int8_grid(self, w_q, step, shape):
+        """Marks channels-last `w_q`, on a grid of `step` (scalar or per channel), as int8 for
+        the converter and returns it in the kernel's `shape`."""
+        step = tf.reshape(step, [-1])
+        if self._dense:
+            return tf.reshape(per_tensor_weight_grid(w_q, step[0]), shape)
+        return tf.reshape(per_channel_weight_grid(w_q, step), shape)
+
+    def get_config(self):
+        return {**super().get_config(), "per_channel": self.per_channel}

@@ -6,8 +6,8 @@ Only the paper's abstract was available; the update rules below are our reading 
 import numpy as np
 
 from kquant.backend import keras, tf
-from kquant.quantizers.base import LowBitQuantizer, in_export_mode
-from kquant.quantizers.ste import per_channel_weight_grid, per_tensor_weight_grid, round_ste
+from kquant.quantizers.base import LowBitWeightQuantizer, in_export_mode
+from kquant.quantizers.ste import round_ste
 
 INITIALIZATIONS = ("kmeans", "quantiles")
 LEVEL_GRADIENTS = ("mean", "sum")
@@ -18,7 +18,7 @@ def level_count(bits):
     return min(2 ** bits, 255)
 
 
-class DirectLevelsWeightQuantizer(LowBitQuantizer):
+class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
     """Weights that are always one of 2^b learnable levels, updated in quantized form.
 
     Per layer, or per output channel with `per_channel`, a sorted level vector v (2^b values)
@@ -49,8 +49,7 @@ class DirectLevelsWeightQuantizer(LowBitQuantizer):
     levels, at most 2^b int8 values per channel. Levels start from k-means (Lloyd's algorithm
     from quantiles) or quantiles of the kernel at `initialize` (`kquant.quantize_model` calls
     it with the float weights). `symmetric` keeps v = -reverse(v). Dense kernels always share
-    one level vector: TF 2.21's converter cannot export a per-output-unit grid on
-    FULLY_CONNECTED. The number of levels is fixed when the model is built, so callbacks
+    one level vector (see `LowBitWeightQuantizer`). The number of levels is fixed when the model is built, so callbacks
     cannot change this quantizer's bit-width.
 
     Args:
@@ -69,19 +68,16 @@ class DirectLevelsWeightQuantizer(LowBitQuantizer):
 
     def __init__(self, bits, per_channel=False, symmetric=False, initialization="kmeans",
                  accumulate=True, level_gradient="mean"):
-        super().__init__(bits)
+        super().__init__(bits, per_channel)
         for argument, value, allowed in (("initialization", initialization, INITIALIZATIONS),
                                          ("level_gradient", level_gradient, LEVEL_GRADIENTS)):
             if value not in allowed:
                 raise ValueError(f"DirectLevelsWeightQuantizer: {argument} must be one of "
                                  f"{list(allowed)}, got {value!r}.")
         self.level_gradient = level_gradient
-        self.per_channel = bool(per_channel)
         self.symmetric = bool(symmetric)
         self.initialization = initialization
         self.accumulate = bool(accumulate)
-        self._depthwise = False
-        self._dense = False
 
     @property
     def levels_per_vector(self):
@@ -89,8 +85,6 @@ class DirectLevelsWeightQuantizer(LowBitQuantizer):
 
     def build(self, tensor_shape, name, layer):
         inner = getattr(layer, "layer", layer)  # TF-MOT passes the wrapper
-        self._depthwise = isinstance(inner, keras.layers.DepthwiseConv2D)
-        self._dense = isinstance(inner, keras.layers.Dense)
         tracked = getattr(layer, "_trainable_weights", None)
         if layer is not inner and tracked is not None:
             # `quantize_apply` leaves the wrapper tracking the inner layer's kernel and bias
@@ -99,7 +93,7 @@ class DirectLevelsWeightQuantizer(LowBitQuantizer):
             tracked[:0] = [v for v in inner.trainable_weights if all(v is not t for t in tracked)]
         weights = super().build(tensor_shape, name, layer)
         channels = self._channels_last_shape(tensor_shape)[-1]
-        vectors = channels if self.per_channel and not self._dense else 1
+        vectors = channels if self.channelwise else 1
         spaced = np.linspace(-1.0, 1.0, self.levels_per_vector, dtype=np.float32)
         weights["levels"] = layer.add_weight(
             f"{name}_levels", shape=(vectors, self.levels_per_vector), dtype=tf.float32,
@@ -112,14 +106,6 @@ class DirectLevelsWeightQuantizer(LowBitQuantizer):
             f"{name}_codes", shape=self._channels_last_shape(tensor_shape), dtype=tf.int32,
             trainable=False, initializer="zeros")
         return weights
-
-    def _channels_last_shape(self, shape):
-        shape = list(shape)
-        return [shape[0], shape[1], 1, shape[2] * shape[3]] if self._depthwise else shape
-
-    def _channels_last(self, w):
-        """The kernel as [..., output channels], the layout TFLite quantizes per channel."""
-        return tf.reshape(w, self._channels_last_shape(w.shape))
 
     # --- the levels in use and their int8 grid ---
 
@@ -165,9 +151,7 @@ class DirectLevelsWeightQuantizer(LowBitQuantizer):
         proxy = self._channels_last(w)
         w_q = self._gather(snapped, weights["codes"])
         w_q += proxy - tf.stop_gradient(proxy)  # the proxy receives dL/dw_q
-        grid = per_tensor_weight_grid if self._dense else per_channel_weight_grid
-        return tf.reshape(grid(w_q, step[0] if self._dense else tf.broadcast_to(
-            step, [w_q.shape[-1]])), w.shape)
+        return self._int8_grid(w_q, step, w.shape)
 
     # --- state changes outside the gradient step ---
 
@@ -238,8 +222,7 @@ class DirectLevelsWeightQuantizer(LowBitQuantizer):
                                      kernel.shape))
 
     def get_config(self):
-        return {**super().get_config(), "per_channel": self.per_channel,
-                "symmetric": self.symmetric, "initialization": self.initialization,
+        return {**super().get_config(), "symmetric": self.symmetric, "initialization": self.initialization,
                 "accumulate": self.accumulate, "level_gradient": self.level_gradient}
 
 

@@ -1,11 +1,10 @@
 """DoReFa-Net weight and activation quantizers (Zhou et al., arXiv 1606.06160)."""
-from kquant.backend import keras, tf
-from kquant.quantizers.base import LowBitQuantizer
-from kquant.quantizers.ste import (per_channel_weight_grid, per_tensor_weight_grid, round_ste,
-                                   steps, uniform_activation)
+from kquant.backend import tf
+from kquant.quantizers.base import LowBitQuantizer, LowBitWeightQuantizer
+from kquant.quantizers.ste import round_ste, steps, uniform_activation
 
 
-class DoReFaWeightQuantizer(LowBitQuantizer):
+class DoReFaWeightQuantizer(LowBitWeightQuantizer):
     """DoReFa weight quantizer with tanh normalisation, per layer or per output channel.
 
     Forward, for k bits and n = 2^k - 1 (max and mean over the layer, or over each output
@@ -24,36 +23,15 @@ class DoReFaWeightQuantizer(LowBitQuantizer):
     such as the last dense layer); and 8 bits use the narrow symmetric int8 grid (255 levels),
     because DoReFa's 256 levels cannot be stored exactly as TFLite int8 weights. Every grid is
     an integer code in [-127, 127] times a per-channel step, which the TFLite export keeps
-    exactly. Depthwise kernels are treated per channel of the output (input channel times
-    depth multiplier), as TFLite stores them. Dense kernels always use per-layer statistics:
-    TF 2.21's converter cannot export a per-output-unit grid on FULLY_CONNECTED.
+    exactly. Depthwise and dense kernels: see `LowBitWeightQuantizer`.
 
     Args:
         bits: bit-width k, 1 to 8.
         per_channel: statistics per output channel instead of per layer.
     """
 
-    def __init__(self, bits, per_channel=False):
-        super().__init__(bits)
-        self.per_channel = bool(per_channel)
-        self._depthwise = False
-        self._dense = False
-
-    def build(self, tensor_shape, name, layer):
-        inner = getattr(layer, "layer", layer)  # TF-MOT passes the wrapper
-        self._depthwise = isinstance(inner, keras.layers.DepthwiseConv2D)
-        self._dense = isinstance(inner, keras.layers.Dense)
-        return super().build(tensor_shape, name, layer)
-
-    def _channels_last(self, w):
-        """Views the kernel as [..., output channels], the layout TFLite quantizes per channel."""
-        if self._depthwise:
-            h, k, c, m = w.shape
-            return tf.reshape(w, [h, k, 1, c * m])
-        return w
-
     def _reduce(self, fn, x):
-        axes = list(range(len(x.shape) - 1)) if self.per_channel and not self._dense else None
+        axes = list(range(len(x.shape) - 1)) if self.channelwise else None
         return tf.stop_gradient(fn(x, axis=axes))
 
     def codes_and_step(self, w, weights):
@@ -82,11 +60,7 @@ class DoReFaWeightQuantizer(LowBitQuantizer):
 
     def quantize(self, w, weights):
         codes, step = self.codes_and_step(w, weights)
-        grid = per_tensor_weight_grid if self._dense else per_channel_weight_grid
-        return tf.reshape(grid(codes * step, step), w.shape)
-
-    def get_config(self):
-        return {**super().get_config(), "per_channel": self.per_channel}
+        return self._int8_grid(codes * step, step, w.shape)
 
 
 class ClippedActivationQuantizer(LowBitQuantizer):
