@@ -27,6 +27,8 @@ METHOD_DESCRIPTIONS = {
                             "ramping 0.25 -> 1 (`StochasticPrecision`)",
     "joint-distillation": "kquant-pact-calibrated, 2-bit and 4-bit students with one float "
                           "teacher (`JointDistillation`); each row reports its student",
+    "joint-distillation+direct-levels+channel-aware": "joint distillation with "
+                                                      "direct-levels+channel-aware students",
     "tfmot-8bit": "TF-MOT's default 8-bit QAT (W8A8 only)",
     "qkeras": "QKeras quantized_bits weights + quantized_relu activations",
     "larq": "Larq DoReFa weights and activations (first conv, last dense float)",
@@ -115,11 +117,24 @@ def against_plain_qat(rows, timed):
             continue
         gain = 100 * (r["keras_top1"] - base["keras_top1"])
         cost = step_time.get((r["method"], r["weight_bits"]))
+        parts = [f"`{p['method']}` {100 * (r['keras_top1'] - p['keras_top1']):+.2f}"
+                 for p in _largest_parts(r, rows)]
         lines.append(f"- `{r['method']}` W{r['weight_bits']}A{r['activation_bits']}: {gain:+.2f} "
                      f"points against plain QAT ({100 * base['keras_top1']:.2f}): beats it: "
                      f"{'yes' if gain > 0 else 'NO'}; step time "
-                     + (f"{cost:.2f}x plain QAT's" if cost else "not measured"))
+                     + (f"{cost:.2f}x plain QAT's" if cost else "not measured")
+                     + (f"; against its parts: {', '.join(parts)}" if parts else ""))
     return lines
+
+
+def _largest_parts(row, rows):
+    """Rows at the same bits whose methods are the largest '+'-combinations inside `row`'s."""
+    def parts(r):
+        return frozenset(r["method"].split("+"))
+
+    inside = [r for r in rows if r["weight_bits"] == row["weight_bits"]
+              and parts(r) < parts(row)]
+    return [r for r in inside if not any(parts(r) < parts(other) for other in inside)]
 
 
 def plot(suite, records, path):

@@ -13,14 +13,23 @@ def test_report_keeps_step_times_apart_and_compares_with_plain_qat(tmp_path):
     write(tmp_path / "s.jsonl", [dict(row, method="kquant-pact-calibrated", keras_top1=0.70),
                                  dict(row, method="direct-levels", keras_top1=0.73),
                                  dict(row, method="two-stage", keras_top1=0.65),
+                                 dict(row, method="channel-aware", keras_top1=0.72),
+                                 dict(row, method="direct-levels+channel-aware", keras_top1=0.74),
+                                 dict(row, method="two-stage+direct-levels+channel-aware",
+                                      keras_top1=0.75),
                                  dict(row, method="qkeras", keras_top1=0.20)])
     write(tmp_path / report.STEP_TIME_FILE, [dict(suite="s", method="direct-levels", weight_bits=2,
                                                   step_time_vs_plain_qat=1.25)])
     rows = report.load(str(tmp_path))["s"]
     timed = report.load(str(tmp_path), step_times=True)["s"]
-    assert len(rows) == 4 and len(timed) == 1
+    assert len(rows) == 7 and len(timed) == 1
     lines = report.against_plain_qat(rows, timed)
-    assert len(lines) == 2  # neither plain QAT itself nor the peer
+    assert len(lines) == 5  # neither plain QAT itself nor the peer
     assert lines[0].startswith("- `direct-levels` W2A2: +3.00 points") and "beats it: yes" in lines[0]
     assert "step time 1.25x" in lines[0]
     assert "-5.00 points" in lines[1] and "beats it: NO" in lines[1] and "not measured" in lines[1]
+    assert "against its parts" not in lines[0] + lines[1] + lines[2]
+    # A combination is also compared with its largest measured parts.
+    assert lines[3].endswith("against its parts: `direct-levels` +1.00, `channel-aware` +2.00")
+    assert lines[4].endswith("against its parts: `two-stage` +10.00, "
+                             "`direct-levels+channel-aware` +1.00")
