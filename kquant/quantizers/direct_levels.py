@@ -49,8 +49,8 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
     levels, at most 2^b int8 values per channel. Levels start from k-means (Lloyd's algorithm
     from quantiles) or quantiles of the kernel at `initialize` (`kquant.quantize_model` calls
     it with the float weights). `symmetric` keeps v = -reverse(v). Dense kernels always share
-    one level vector (see `LowBitWeightQuantizer`). The number of levels is fixed when the model is built, so callbacks
-    cannot change this quantizer's bit-width.
+    one level vector (see `LowBitWeightQuantizer`). The number of levels is fixed when the
+    model is built, so callbacks cannot change this quantizer's bit-width.
 
     Args:
         bits: bit-width b, 1 to 8 (2^b levels; 255 at 8 bits).
@@ -222,8 +222,9 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
                                      kernel.shape))
 
     def get_config(self):
-        return {**super().get_config(), "symmetric": self.symmetric, "initialization": self.initialization,
-                "accumulate": self.accumulate, "level_gradient": self.level_gradient}
+        return {**super().get_config(), "symmetric": self.symmetric,
+                "initialization": self.initialization, "accumulate": self.accumulate,
+                "level_gradient": self.level_gradient}
 
 
 def _spread(m, low, high):
