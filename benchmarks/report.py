@@ -127,6 +127,19 @@ def against_plain_qat(rows, timed):
     return lines
 
 
+def step_time_spread(timed):
+    """Largest difference between one method's step-time ratios from separate runs, or None.
+
+    Runs at different bit-widths measure the same code under different machine load, so this is
+    the noise floor of the step-time comparison.
+    """
+    ratios = {}
+    for t in timed:
+        ratios.setdefault(t["method"], []).append(t["step_time_vs_plain_qat"])
+    spreads = [max(r) - min(r) for r in ratios.values() if len(r) > 1]
+    return max(spreads) if spreads else None
+
+
 def _largest_parts(row, rows):
     """Rows at the same bits whose methods are the largest '+'-combinations inside `row`'s."""
     def parts(r):
@@ -193,11 +206,15 @@ def main():
         if compared:
             lines += ["", f"Techniques and new quantizers against plain QAT (`{PLAIN_QAT}`), the "
                       "papers' claim:", ""] + compared
+        spread = step_time_spread(timed)
         if timed:
             lines += ["", "Median training step time against plain QAT, measured in one process "
                       "with the methods taking turns (`benchmarks/step_time.py`), over all stages "
                       "of each schedule: below 1x where stages run with quantizers switched off "
-                      "(their full-precision path skips the fake quantization).", "",
+                      "(their full-precision path skips the fake quantization)."
+                      + (f" One method measured in separate runs differs by up to "
+                         f"{spread:.2f}x: smaller differences are noise of this shared machine."
+                         if spread else ""), "",
                       "| method | bits | step seconds | vs plain QAT | command | commit |",
                       "| --- | --- | --- | --- | --- | --- |"]
             lines += [f"| {t['method']} | W{t['weight_bits']}A{t['activation_bits']} | "

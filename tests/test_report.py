@@ -33,3 +33,10 @@ def test_report_keeps_step_times_apart_and_compares_with_plain_qat(tmp_path):
     assert lines[3].endswith("against its parts: `direct-levels` +1.00, `channel-aware` +2.00")
     assert lines[4].endswith("against its parts: `two-stage` +10.00, "
                              "`direct-levels+channel-aware` +1.00")
+
+
+def test_step_time_spread_is_the_largest_difference_between_runs_of_one_method():
+    timed = [dict(method=m, step_time_vs_plain_qat=ratio)
+             for m, ratio in [("a", 1.0), ("a", 1.4), ("b", 2.0), ("b", 2.1), ("c", 3.0)]]
+    assert abs(report.step_time_spread(timed) - 0.4) < 1e-9
+    assert report.step_time_spread(timed[4:]) is None
