@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import kquant
 import tflite_export
-from kquant.backend import keras, tf, tfmot
+from kquant.backend import keras, tfmot
 
 
 @dataclasses.dataclass
@@ -22,6 +22,16 @@ class Method:
     note: str = ""
     techniques: tuple = ()  # kquant training techniques (see kquant.techniques)
     calibrate: bool = False  # start learned ranges from the float model (kquant.calibrate_ranges)
+
+    def quantized(self, float_model, bits, data):
+        """The model this method trains at W`bits`A`bits`, from a copy of the float model
+        (its learned ranges calibrated on `data` where the method says so)."""
+        copy = keras.models.clone_model(float_model)
+        copy.set_weights(float_model.get_weights())
+        model = self.build(copy, bits, bits)
+        if self.calibrate:
+            kquant.calibrate_ranges(model, float_model, data.take(4))
+        return model
 
 
 def _kquant(activation_quantizer, weight_quantizer="dorefa", per_channel=False):
@@ -37,13 +47,7 @@ def _tfmot_8bit(float_model, weight_bits, activation_bits):
 
 
 def _int8_converter(model, representative):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: tflite_export.representative_examples(representative)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    return tflite_export.int8_converter(model, representative).convert()
 
 
 def _rebuild(float_model, replace):
@@ -107,18 +111,15 @@ def method(name):
     if name in METHODS:
         return METHODS[name]
     parts = name.split("+")
-    techniques = tuple(p for p in parts if p in kquant.techniques.TECHNIQUES)
+    techniques = tuple(p for p in parts if p in kquant.techniques.names())
     base_name = "+".join(p for p in parts if p not in techniques) or "kquant-pact-calibrated"
     base = METHODS.get(base_name)
     if not techniques or base is None or not base.calibrate:
         calibrated = [m for m, chosen in METHODS.items() if chosen.calibrate]
         raise ValueError(f"Unknown method {name!r}: choose from {list(METHODS)}, or techniques "
-                         f"{list(kquant.techniques.TECHNIQUES)} joined with '+', optionally with "
+                         f"{kquant.techniques.names()} joined with '+', optionally with "
                          f"one of {calibrated}.")
-    note = f"on {base_name}" + (
-        "; students at this and the other bit-width (4 <-> 2) with one float teacher"
-        if "joint-distillation" in techniques else "")
-    return Method(name, base.build, base.export, note, techniques, calibrate=True)
+    return Method(name, base.build, base.export, f"on {base_name}", techniques, calibrate=True)
 
 
 METHODS = {

@@ -11,7 +11,6 @@ already in the file are skipped, so the suite resumes where it stopped.
 import dataclasses
 import datetime
 import json
-import math
 import os
 import platform
 import sys
@@ -23,28 +22,15 @@ sys.path.insert(0, ROOT)
 
 import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 import tflite_export  # noqa: E402
-from benchmarks.measure import StepTimer, tflite_latency  # noqa: E402
+from benchmarks import suites  # noqa: E402
+from benchmarks.measure import tflite_latency  # noqa: E402
 from benchmarks.methods import METHODS, method  # noqa: E402
 from kquant.backend import keras  # noqa: E402
 
-SUITES = {
-    "cifar10-resnet20": dict(dataset="cifar10", model="resnet20", batch_size=128,
-                             learning_rate=0.01, epochs=4,
-                             checkpoint="benchmarks/checkpoints/resnet20_cifar10_float.h5",
-                             trainer="benchmarks/train_float_resnet20.sh"),
-    "cifar10-mobilenetv2": dict(dataset="cifar10", model="mobilenet_v2", batch_size=128,
-                                learning_rate=0.01, epochs=4,
-                                checkpoint="benchmarks/checkpoints/mobilenet_v2_cifar10_float.h5",
-                                trainer="benchmarks/train_float_mobilenet_v2.sh"),
-    "mnist-cnn": dict(dataset="mnist", model="small_cnn", batch_size=128, learning_rate=0.02,
-                      epochs=2, float_epochs=2, checkpoint=None),
-}
-
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("suite", "mnist-cnn", list(SUITES), "Which suite.")
+flags.DEFINE_enum("suite", "mnist-cnn", list(suites.SUITES), "Which suite.")
 flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}, or kquant "
-                  "techniques joined with '+' (two-stage, progressive-bits, stochastic-precision, "
-                  "joint-distillation).")
+                  f"techniques {kquant.techniques.names()} joined with '+'.")
 flags.DEFINE_list("bits", ["4", "2"], "Bit-widths (weights = activations) for low-bit methods.")
 flags.DEFINE_integer("epochs", 0, "QAT epochs (0: the suite's default).")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
@@ -52,17 +38,6 @@ flags.DEFINE_integer("float_epochs", 0, "Epochs of the float model of suites tha
                      "(0: the suite's default).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/<suite>.jsonl).")
-
-
-def _commit():
-    """The git commit the benchmark code ran at (None outside a checkout)."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _versions():
@@ -93,54 +68,22 @@ def _append(path, record):
     print("RECORD " + json.dumps(record))
 
 
-def _train(model, data, suite, epochs, techniques=(), float_model=None, extra_students=()):
-    """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s)."""
-    steps = math.ceil(data.train_size / suite["batch_size"])
-    trainable, callbacks = kquant.techniques.prepare(
-        model, list(techniques), epochs, steps, suite["learning_rate"], float_model,
-        extra_students, seed=FLAGS.seed)
-    timer = StepTimer(suite["batch_size"])
-    trainable.fit(data.train, epochs=epochs, callbacks=callbacks + [timer], verbose=2)
-    kquant.compile_classifier(model)
-    return float(model.evaluate(data.test, verbose=0)[1]), timer.images_per_second
-
-
-def _float_model(suite, data):
-    """The float starting point: the committed checkpoint, or trained here for quick suites."""
-    if suite["checkpoint"]:
-        path = os.path.join(ROOT, suite["checkpoint"])
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"Suite {FLAGS.suite}: no float checkpoint at {path}; make it "
-                                    f"with `bash {suite['trainer']}`.")
-        return keras.models.load_model(path, compile=False)
-    keras.utils.set_random_seed(FLAGS.seed)
-    model = kquant.models.build_model(suite["model"], data.input_shape, data.num_classes)
-    _train(model, data, {**suite, "learning_rate": 0.05}, FLAGS.float_epochs or suite["float_epochs"])
-    return model
-
-
-def _clone(model):
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def main(argv):
     del argv
-    suite = SUITES[FLAGS.suite]
+    suite = suites.SUITES[FLAGS.suite]
     epochs = FLAGS.epochs or suite["epochs"]
     results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", f"{FLAGS.suite}.jsonl")
     os.makedirs(os.path.dirname(results), exist_ok=True)
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
-    float_model = _float_model(suite, data)
+    float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
     kquant.compile_classifier(float_model)
     float_top1 = float(float_model.evaluate(data.test, verbose=0)[1])
 
     def float_speed():
         """Float training images/s now, on a copy: the reference of each run's ratio."""
         sample = dataclasses.replace(data, train=data.train.take(60))
-        return _train(_clone(float_model), sample, suite, 1)[1]
+        return suites.train(suites.clone(float_model), sample, suite, 1)[1]
 
     float_tflite = tflite_export.convert_float(float_model)
     float_latency = {t: tflite_latency(float_tflite, data.input_shape, t) for t in (1, 2)}
@@ -149,7 +92,7 @@ def main(argv):
     command = "python " + " ".join(sys.argv)
     common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,
                   float_top1=round(float_top1, 4), float_tflite_bytes=len(float_tflite))
-    provenance = dict(command=command, commit=_commit(), versions=_versions(),
+    provenance = dict(command=command, commit=suites.commit(), versions=_versions(),
                       python=platform.python_version(),
                       date=datetime.date.today().isoformat())
     if ("float", 32, 32, 0, FLAGS.seed) not in done:
@@ -171,18 +114,14 @@ def main(argv):
             record = dict(common, method=name, weight_bits=bits, activation_bits=bits,
                           epochs=epochs, note=chosen.note)
             try:
-                model = chosen.build(_clone(float_model), bits, bits)
+                model = chosen.quantized(float_model, bits, data.train)
             except ImportError as error:
                 print(f"skip {name}: {error}")
                 continue
-            extra = ([chosen.build(_clone(float_model), 6 - bits, 6 - bits)]
-                     if "joint-distillation" in chosen.techniques else [])
-            if chosen.calibrate:
-                for student in [model, *extra]:
-                    kquant.calibrate_ranges(student, float_model, data.train.take(4))
             reference_speed = float_speed()  # just before, so both see the same machine load
-            keras_top1, speed = _train(model, data, suite, epochs, chosen.techniques,
-                                       float_model, extra)
+            keras_top1, speed = suites.train(
+                model, data, suite, epochs, chosen.techniques, float_model,
+                lambda other: chosen.quantized(float_model, other, data.train), FLAGS.seed)
             record.update(keras_top1=round(keras_top1, 4),
                           train_throughput_ratio=round(speed / reference_speed, 3), tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
-from benchmarks import run  # noqa: E402  (its flags: suite, methods, bits, seed, results)
+from benchmarks import run, suites  # noqa: E402  (run: its flags suite, methods, bits, seed, results)
 from benchmarks.measure import StepTimer  # noqa: E402
 from benchmarks.methods import method  # noqa: E402
 
@@ -34,23 +34,22 @@ PLAIN_QAT = "kquant-pact-calibrated"
 
 def main(argv):
     del argv
-    suite = run.SUITES[FLAGS.suite]
+    suite = suites.SUITES[FLAGS.suite]
     bits = int(FLAGS.bits[0])
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
-    float_model = run._float_model(suite, data)  # pylint: disable=protected-access
+    float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
     batches = data.train.take(FLAGS.steps).cache()
     names = [PLAIN_QAT] + [m for m in FLAGS.methods if m != PLAIN_QAT]
     runs = {}
     for name in names:
         chosen = method(name)
-        model = chosen.build(run._clone(float_model), bits, bits)  # pylint: disable=protected-access
-        extra = ([chosen.build(run._clone(float_model), 6 - bits, 6 - bits)]  # pylint: disable=protected-access
-                 if "joint-distillation" in chosen.techniques else [])
-        trainable, callbacks = kquant.techniques.prepare(
-            model, list(chosen.techniques), FLAGS.rounds, FLAGS.steps, suite["learning_rate"],
-            float_model, extra, seed=FLAGS.seed)
-        runs[name] = (trainable, callbacks, StepTimer(suite["batch_size"], skip=3))
+        training = suites.prepare(
+            chosen.quantized(float_model, bits, data.train), suite, FLAGS.rounds, FLAGS.steps,
+            chosen.techniques, float_model,
+            lambda other, chosen=chosen: chosen.quantized(float_model, other, data.train),
+            FLAGS.seed)
+        runs[name] = (training.model, training.callbacks, StepTimer(suite["batch_size"], skip=3))
     for turn in range(FLAGS.passes):
         for name, (trainable, callbacks, timer) in runs.items():
             print(f"pass {turn + 1}/{FLAGS.passes}: {name}")
@@ -62,7 +61,7 @@ def main(argv):
         record = dict(suite=FLAGS.suite, method=name, weight_bits=bits, activation_bits=bits,
                       steps=len(timer.durations), step_seconds=round(float(np.median(timer.durations)), 4),
                       step_time_vs_plain_qat=round(float(np.median(timer.durations)) / plain, 3),
-                      command=command, commit=run._commit(),  # pylint: disable=protected-access
+                      command=command, commit=suites.commit(),
                       date=datetime.date.today().isoformat())
         with open(results, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -6,7 +6,7 @@ With no flags it trains a W4A4 small CNN on scikit-learn's digits (offline) in a
     python examples/train.py --weight_bits=32 --activation_bits=32 --save_model=float.h5
     python examples/train.py --dataset=cifar10 --model=resnet20 --init_from=float.h5 \
         --weight_bits=2 --activation_bits=2 --epochs=5
-    python examples/train.py --technique=stochastic-precision+joint-distillation --extra_students=4
+    python examples/train.py --technique=stochastic-precision+joint-distillation --student_bits=2,4
 
 Bits of 32 mean float. It prints one line starting with RESULT and a JSON record.
 """
@@ -28,9 +28,9 @@ flags.DEFINE_string("dataset", "digits", "digits, mnist, cifar10, folder:/path o
 flags.DEFINE_string("model", "small_cnn", "small_cnn, resnet20 or mobilenet_v2.")
 flags.DEFINE_integer("weight_bits", 4, "Weight bits, 1-8; 32 trains the float model.")
 flags.DEFINE_integer("activation_bits", 4, "Activation bits, 1-8; 32 trains the float model.")
-flags.DEFINE_enum("weight_quantizer", "dorefa", list(kquant.recipe.WEIGHT_QUANTIZERS),
+flags.DEFINE_enum("weight_quantizer", "dorefa", sorted(kquant.recipe.weight_quantizers()),
                   "Weight quantizer (direct-levels: learnable levels, updated directly).")
-flags.DEFINE_enum("activation_quantizer", "clip", list(kquant.recipe.ACTIVATION_QUANTIZERS),
+flags.DEFINE_enum("activation_quantizer", "clip", sorted(kquant.recipe.activation_quantizers()),
                   "Activation quantizer (channel-aware: clip fit to the mean per-channel error).")
 flags.DEFINE_bool("per_channel", False, "Weight statistics or levels per output channel.")
 flags.DEFINE_integer("epochs", 8, "Training epochs.")
@@ -45,34 +45,47 @@ flags.DEFINE_string("backup_dir", "", "Resume an interrupted run from this folde
 flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty skips export.")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_string("technique", "none", "Training technique(s), joined with '+': two-stage, "
-                    "progressive-bits, stochastic-precision, joint-distillation; or none.")
-flags.DEFINE_integer("stage_boundary_epoch", 0, "two-stage: first epoch with quantized "
-                     "activations (0: half of the epochs).")
-flags.DEFINE_float("initial_probability", 0.25, "stochastic-precision: p0, ramping to 1.")
-flags.DEFINE_list("extra_students", [], "joint-distillation: bit-widths (W=A) of further students "
-                  "trained beside the main one, e.g. 4.")
-flags.DEFINE_float("temperature", 1.0, "joint-distillation: softmax temperature.")
+flags.DEFINE_string("technique", "none", "Training technique(s), joined with '+', from "
+                    f"{kquant.techniques.names()}; or none.")
+# Technique options: each goes to the named techniques that take it, only when given.
+flags.DEFINE_integer("boundary_epoch", None, "two-stage: first epoch with quantized activations "
+                     "(default: half of the epochs).")
+flags.DEFINE_float("initial_probability", None, "stochastic-precision: p0, ramping to 1 "
+                   "(default 0.25).")
+flags.DEFINE_list("student_bits", None, "joint-distillation: bit-widths (W=A) of the students "
+                  "trained with one teacher; the trained model is the one at its own bits "
+                  "(default 2,4).")
+flags.DEFINE_float("temperature", None, "joint-distillation: softmax temperature (default 1).")
+TECHNIQUE_OPTIONS = {"boundary_epoch": int, "initial_probability": float,
+                     "student_bits": lambda bits: [int(b) for b in bits], "temperature": float}
 flags.DEFINE_bool("float_reference", True, "Also train the float model from scratch on the same "
                   "budget and report its accuracy (skipped with --init_from).")
 
 
-def fit_and_evaluate(model, data, techniques=(), float_model=None, extra_students=(),
-                     callbacks=()):
-    """Trains with the flags' schedule and techniques; returns (test top-1 of `model`, seconds)."""
-    steps = math.ceil(data.train_size / FLAGS.batch_size)
-    trainable, technique_callbacks = kquant.techniques.prepare(
-        model, techniques, FLAGS.epochs, steps, FLAGS.learning_rate, float_model, extra_students,
-        FLAGS.temperature, FLAGS.stage_boundary_epoch or None, FLAGS.initial_probability,
-        FLAGS.seed)
+def technique_options():
+    """The technique flags given on the command line, as options for `techniques.parse`."""
+    return {name: convert(FLAGS[name].value) for name, convert in TECHNIQUE_OPTIONS.items()
+            if FLAGS[name].present}
+
+
+def fit_and_evaluate(model, data, techniques=(), callbacks=(), float_model=None, quantize=None):
+    """Trains with the flags' schedule and techniques; returns (test top-1 of `model`, seconds).
+
+    `float_model` and `quantize` (bits -> a model quantized like `model`) are what techniques
+    may need (`kquant.techniques.Context`).
+    """
+    schedule = kquant.techniques.Schedule(FLAGS.epochs, math.ceil(data.train_size / FLAGS.batch_size),
+                                          FLAGS.learning_rate)
+    context = kquant.techniques.Context(schedule, float_model, data.train, quantize)
+    training = kquant.techniques.prepare(model, techniques, context)
     start = time.time()
-    trainable.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test,
-                  callbacks=technique_callbacks + list(callbacks),
-                  verbose=1 if sys.stdout.isatty() else 2)
+    training.model.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test,
+                       callbacks=training.callbacks + list(callbacks),
+                       verbose=1 if sys.stdout.isatty() else 2)
     seconds = time.time() - start
-    if trainable is not model:
-        for name, value in trainable.evaluate(data.test, verbose=0, return_dict=True).items():
-            print(f"joint distillation, {name}: {value:.4f}")
+    if training.model is not model:
+        for name, value in training.model.evaluate(data.test, verbose=0, return_dict=True).items():
+            print(f"{FLAGS.technique}, {name}: {value:.4f}")
         kquant.compile_classifier(model)
     return float(model.evaluate(data.test, verbose=0)[1]), seconds
 
@@ -89,24 +102,25 @@ def main(argv):
                                           batch_norm_momentum=FLAGS.batch_norm_momentum)
     float_model = model
     quantized = FLAGS.weight_bits != 32 or FLAGS.activation_bits != 32
-    techniques = kquant.techniques.parse_techniques(FLAGS.technique)
+    try:
+        techniques = kquant.techniques.parse(FLAGS.technique, **technique_options())
+    except ValueError as error:
+        raise app.UsageError(str(error))
     if techniques and not quantized:
         raise app.UsageError("--technique needs a quantized model (bits below 32).")
 
     def quantize(weight_bits, activation_bits):
-        return kquant.quantize_model(float_model, kquant.Recipe(
+        quantized_model = kquant.quantize_model(float_model, kquant.Recipe(
             weight_bits=weight_bits, activation_bits=activation_bits,
             weight_quantizer=FLAGS.weight_quantizer, activation_quantizer=FLAGS.activation_quantizer,
             per_channel=FLAGS.per_channel))
+        if FLAGS.init_from and FLAGS.calibrate_ranges:
+            kquant.calibrate_ranges(quantized_model, float_model, data.train.take(4))
+        return quantized_model
 
-    extra_students = []
     if quantized:
         model = quantize(FLAGS.weight_bits, FLAGS.activation_bits)
-        if FLAGS.init_from and FLAGS.calibrate_ranges:
-            kquant.calibrate_ranges(model, float_model, data.train.take(4))
         kquant.describe(model)
-    if "joint-distillation" in techniques:
-        extra_students = [quantize(int(b), int(b)) for b in FLAGS.extra_students]
     record = {"dataset": FLAGS.dataset, "model": FLAGS.model, "weight_bits": FLAGS.weight_bits,
               "activation_bits": FLAGS.activation_bits, "technique": FLAGS.technique,
               "epochs": FLAGS.epochs, "seed": FLAGS.seed}
@@ -116,8 +130,8 @@ def main(argv):
                                               batch_norm_momentum=FLAGS.batch_norm_momentum)
         record["float_top1"] = round(fit_and_evaluate(reference, data)[0], 4)
     callbacks = [keras.callbacks.BackupAndRestore(FLAGS.backup_dir)] if FLAGS.backup_dir else []
-    keras_top1, train_seconds = fit_and_evaluate(model, data, techniques, float_model,
-                                                 extra_students, callbacks)
+    keras_top1, train_seconds = fit_and_evaluate(model, data, techniques, callbacks, float_model,
+                                                 lambda bits: quantize(bits, bits))
     if FLAGS.save_model:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.save_model)), exist_ok=True)
         model.save(FLAGS.save_model, include_optimizer=False)

@@ -24,5 +24,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_transforms)
 from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E402
     model_transformer)
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (  # noqa: E402
+    QuantizeLayer)
 
-__all__ = ["default_8bit_transforms", "keras", "model_transformer", "tf", "tfmot"]
+__all__ = ["QuantizeLayer", "default_8bit_transforms", "keras", "model_transformer", "tf", "tfmot"]

@@ -7,12 +7,11 @@ other requantization point (a batch norm or Add feeding no activation, average p
 logits) gets an 8-bit range learned from data, as TF-MOT's default scheme does.
 """
 from kquant.backend import keras, tfmot
-
-_serializable = keras.utils.register_keras_serializable(package="kquant")
+from kquant.graph import ACTIVATIONS, activation_name, is_activation_layer
+from kquant.serialization import serializable
 
 WEIGHT_LAYERS = {keras.layers.Conv2D: "kernel", keras.layers.Dense: "kernel",
                  keras.layers.DepthwiseConv2D: "depthwise_kernel"}
-ACTIVATIONS = {"relu", "relu6"}
 MERGE_LAYERS = (keras.layers.Add, keras.layers.Concatenate)
 AVERAGE_POOLING = (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
 PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten,
@@ -30,13 +29,10 @@ def _serialize(quantizer):
 
 
 def _deserialize(config):
-    from kquant.quantize import custom_objects  # the registry of every kquant object
-
-    return keras.utils.deserialize_keras_object(config, custom_objects=custom_objects()) \
-        if config is not None else None
+    return keras.utils.deserialize_keras_object(config) if config is not None else None
 
 
-@_serializable
+@serializable()
 class OutputConfig(tfmot.quantization.keras.QuantizeConfig):
     """Layers without weights (activations, batch norm, Add, pooling): quantize the output, or not.
 
@@ -71,7 +67,7 @@ class OutputConfig(tfmot.quantization.keras.QuantizeConfig):
         return cls(_deserialize(config["output_quantizer"]))
 
 
-@_serializable
+@serializable()
 class WeightLayerConfig(OutputConfig):
     """Conv2D, DepthwiseConv2D and Dense: quantize the kernel, and the output where needed.
 
@@ -100,28 +96,6 @@ class WeightLayerConfig(OutputConfig):
     def from_config(cls, config):
         return cls(_deserialize(config["weight_quantizer"]),
                    _deserialize(config["output_quantizer"]), config["weight_attribute"])
-
-
-def activation_name(layer):
-    """The activation a layer applies ("relu", "relu6", "linear", ...), or None if it has none.
-
-    A ReLU layer counts as "relu" or "relu6" only in its plain forms (no slope, no threshold).
-    """
-    if isinstance(layer, keras.layers.ReLU):
-        if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-            return "leaky or thresholded ReLU"
-        if layer.max_value is None:
-            return "relu"
-        return "relu6" if float(layer.max_value) == 6.0 else f"ReLU(max_value={layer.max_value})"
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return None
-    return keras.activations.serialize(activation) if callable(activation) else str(activation)
-
-
-def is_activation_layer(layer):
-    return isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)) and \
-        activation_name(layer) in ACTIVATIONS
 
 
 def config_for(layer, recipe, layer_consumers, first_or_last):

@@ -1,7 +1,33 @@
-"""Structure found in functional Keras models: who consumes a layer's output, residual blocks."""
+"""Structure found in functional Keras models: activation layers, who consumes a layer's
+output, residual blocks."""
 import collections
 
-from kquant.backend import keras
+from kquant.backend import QuantizeLayer, keras
+
+ACTIVATIONS = {"relu", "relu6"}
+
+
+def activation_name(layer):
+    """The activation a layer applies ("relu", "relu6", "linear", ...), or None if it has none.
+
+    A ReLU layer counts as "relu" or "relu6" only in its plain forms (no slope, no threshold).
+    """
+    if isinstance(layer, keras.layers.ReLU):
+        if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+            return "leaky or thresholded ReLU"
+        if layer.max_value is None:
+            return "relu"
+        return "relu6" if float(layer.max_value) == 6.0 else f"ReLU(max_value={layer.max_value})"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    return keras.activations.serialize(activation) if callable(activation) else str(activation)
+
+
+def is_activation_layer(layer):
+    """Whether a layer is a ReLU or ReLU6 of its own (a ReLU layer or an Activation layer)."""
+    return isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)) and \
+        activation_name(layer) in ACTIVATIONS
 
 
 def consumers(model):
@@ -39,13 +65,11 @@ def residual_units(model):
     Raises:
         ValueError: if the model has no residual Add layers.
     """
-    from kquant.configs import is_activation_layer
-
     layer_consumers = consumers(model)
     units, current, close_at = [], [], None
     for layer in model.layers:
         inner = unwrap(layer)
-        if isinstance(layer, keras.layers.InputLayer) or type(layer).__name__ == "QuantizeLayer":
+        if isinstance(layer, (keras.layers.InputLayer, QuantizeLayer)):
             continue
         current.append(inner.name)
         following = layer_consumers.get(layer.name, [])

@@ -1,34 +1,24 @@
 """quantize_model: a float Keras model in, a TF-MOT quantization-aware model out."""
-import contextlib
-
-from kquant import configs, graph, quantizers
-from kquant.backend import default_8bit_transforms, keras, model_transformer, tfmot
-from kquant.callbacks.direct_levels import initialize_levels
+from kquant import configs, graph
+from kquant.backend import QuantizeLayer, default_8bit_transforms, keras, model_transformer, tfmot
+from kquant.quantizers.model_states import quantizer_states
 from kquant.recipe import Recipe
+from kquant.serialization import quantize_scope, serializable
 
 _tfmot_keras = tfmot.quantization.keras
 
 
-def custom_objects():
-    """Every class a saved kquant model refers to, for `load_model(custom_objects=...)`."""
-    objects = {cls.__name__: cls for cls in (
-        configs.WeightLayerConfig, configs.OutputConfig, quantizers.DoReFaWeightQuantizer,
-        quantizers.ClippedActivationQuantizer, quantizers.PACTQuantizer,
-        quantizers.DirectLevelsWeightQuantizer, quantizers.ChannelAwareActivationQuantizer)}
-    objects.update({f"kquant>{name}": cls for name, cls in list(objects.items())})
-    return objects
+@serializable()
+class InputQuantizer(QuantizeLayer):
+    """TF-MOT's input quantizer (the 8-bit input range), marked built by `build`.
 
-
-@contextlib.contextmanager
-def quantize_scope():
-    """Scope in which kquant and TF-MOT objects deserialize, e.g. for `load_model` of HDF5 files.
-
-    Example:
-        with kquant.quantize_scope():
-            model = keras.models.load_model("w4a4.h5")
+    TF-MOT's `QuantizeLayer.build` leaves `built` False, so loading a `.keras` file built it
+    a second time ("expected 5 variables, but received 3").
     """
-    with _tfmot_keras.quantize_scope(custom_objects()):
-        yield
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.built = True
 
 
 class _LayoutTransform(_tfmot_keras.QuantizeLayoutTransform):
@@ -106,8 +96,8 @@ def quantize_model(model, recipe=None):
     Weights of conv, depthwise and dense layers get the recipe's weight quantizer; ReLU/ReLU6
     activations are replaced by its activation quantizer; batch norm stays as a float layer in
     training and is folded into the conv by the TFLite converter; other requantization points
-    get 8-bit ranges (see `kquant.configs`). The float weights are copied over, and learnable
-    weight levels start from them.
+    get 8-bit ranges (see `kquant.configs`). The float weights are copied over, and each weight
+    quantizer starts from them (`initialize_weight_quantizers`).
 
     Args:
         model: a built Sequential or functional tf_keras model.
@@ -128,9 +118,58 @@ def quantize_model(model, recipe=None):
         fresh = layer.__class__.from_config(layer.get_config())
         return _tfmot_keras.quantize_annotate_layer(fresh, layer_configs[layer.name])
 
+    if isinstance(model, keras.Sequential):  # as functional, it gets kquant's input quantizer
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
     annotated = keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
     with quantize_scope():
-        quantized = _tfmot_keras.quantize_apply(annotated, scheme=QuantizeScheme())
-    initialize_levels(quantized)  # learnable levels start from the float weights just copied in
+        applied = _tfmot_keras.quantize_apply(annotated, scheme=QuantizeScheme())
+        # Rebuilt from its config, the model has the layout a loaded one has (the one
+        # `quantize_apply` returns tracks each kernel twice), so it saves and loads in every format.
+        quantized = keras.Model.from_config(_rebuild_config(applied.get_config()))
+    _copy_float_weights(model, quantized)
+    initialize_weight_quantizers(quantized)
     return quantized
+
+
+def _rebuild_config(config):
+    """The config `quantize_model` rebuilds its model from: TF-MOT's input QuantizeLayer
+    becomes `InputQuantizer`, and without the layers' "build_config"s each layer builds when
+    the model calls it, inside its name scope, so variable names stay unique
+    ("quant_conv/kernel_bits"; optimizer slots and HDF5 files are keyed by them)."""
+    if isinstance(config, list):
+        return [_rebuild_config(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    config = {k: _rebuild_config(v) for k, v in config.items() if k != "build_config"}
+    if config.get("class_name") == "QuantizeLayer":
+        config.update(class_name=keras.utils.get_registered_name(InputQuantizer),
+                      registered_name=keras.utils.get_registered_name(InputQuantizer))
+    return config
+
+
+def _copy_float_weights(float_model, quantized):
+    """Assigns every float layer's weights (kernel, bias, gamma, ...) to the variable of the
+    same name in its wrapper, which tracks them beside its quantizers' variables."""
+    def short(variable):
+        return variable.name.split("/")[-1]
+
+    float_layers = {layer.name: layer for layer in float_model.layers}
+    for layer in quantized.layers:
+        source = float_layers.get(getattr(layer, "layer", layer).name)
+        targets = {short(v): v for v in layer.weights}
+        for weight in getattr(source, "weights", []):
+            if short(weight) not in targets:
+                raise ValueError(f"quantize_model: layer {source.name!r} has weight "
+                                 f"{weight.name!r} with no counterpart in its quantized layer.")
+            targets[short(weight)].assign(weight)
+
+
+def initialize_weight_quantizers(model):
+    """Starts every weight quantizer of `model` from its current (float) kernel.
+
+    `quantize_model` calls it; call it again after loading other float weights into the
+    layers (learnable levels start from the kernels; most quantizers have nothing to start).
+    """
+    for state in quantizer_states(model):
+        if state.role == "weight":
+            state.quantizer.initialize(state.variables, state.kernel)

@@ -2,15 +2,20 @@
 import dataclasses
 from typing import Callable, Dict, Mapping, Optional, Union
 
-from kquant.quantizers import (ChannelAwareActivationQuantizer, ClippedActivationQuantizer,
-                               DirectLevelsWeightQuantizer, DoReFaWeightQuantizer, PACTQuantizer)
-from kquant.quantizers.base import check_bits
+from kquant import quantizers  # noqa: F401  (registers every quantizer by its Recipe name)
+from kquant.quantizers.base import ActivationQuantizer, LowBitWeightQuantizer, check_bits
+from kquant.serialization import recipe_names
 
-WEIGHT_QUANTIZERS: Dict[str, Callable] = {"dorefa": DoReFaWeightQuantizer,
-                                          "direct-levels": DirectLevelsWeightQuantizer}
-ACTIVATION_QUANTIZERS: Dict[str, Callable] = {"clip": ClippedActivationQuantizer,
-                                              "pact": PACTQuantizer,
-                                              "channel-aware": ChannelAwareActivationQuantizer}
+
+def weight_quantizers() -> Dict[str, Callable]:
+    """{Recipe name: class} of every registered weight quantizer."""
+    return recipe_names(LowBitWeightQuantizer)
+
+
+def activation_quantizers() -> Dict[str, Callable]:
+    """{Recipe name: class} of every registered activation quantizer."""
+    return recipe_names(ActivationQuantizer)
+
 
 _OVERRIDE_KEYS = ("weight_bits", "activation_bits")
 
@@ -22,10 +27,9 @@ class Recipe:
     Args:
         weight_bits: bits of conv, depthwise and dense kernels, 1 to 8.
         activation_bits: bits of the activations that replace ReLU/ReLU6, 1 to 8.
-        weight_quantizer: a name in `WEIGHT_QUANTIZERS` ("dorefa"; "direct-levels" for
-            learnable levels, trained with `kquant.callbacks.DirectLevelsUpdate`), or a callable
-            `bits -> Quantizer`.
-        activation_quantizer: a name in `ACTIVATION_QUANTIZERS` ("clip" for DoReFa's fixed
+        weight_quantizer: a name from `weight_quantizers()` ("dorefa"; "direct-levels" for
+            learnable levels), or a callable `bits -> Quantizer`.
+        activation_quantizer: a name from `activation_quantizers()` ("clip" for DoReFa's fixed
             [0, 1] range, "pact" for a learnable clip, "channel-aware" for a clip fit to the
             mean per-channel error), or a callable `bits -> Quantizer`.
         per_channel: weight statistics (or levels) per output channel instead of per layer.
@@ -48,13 +52,13 @@ class Recipe:
     overrides: Mapping[Union[str, type], Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        check_bits(self.weight_bits, "Recipe", "weight_bits")
-        check_bits(self.activation_bits, "Recipe", "activation_bits")
+        self.weight_bits = check_bits(self.weight_bits, "Recipe", "weight_bits")
+        self.activation_bits = check_bits(self.activation_bits, "Recipe", "activation_bits")
         if self.first_last_bits is not None:
-            check_bits(self.first_last_bits, "Recipe", "first_last_bits")
-        for kind, value, known in (("weight_quantizer", self.weight_quantizer, WEIGHT_QUANTIZERS),
+            self.first_last_bits = check_bits(self.first_last_bits, "Recipe", "first_last_bits")
+        for kind, value, known in (("weight_quantizer", self.weight_quantizer, weight_quantizers()),
                                    ("activation_quantizer", self.activation_quantizer,
-                                    ACTIVATION_QUANTIZERS)):
+                                    activation_quantizers())):
             if isinstance(value, str) and value not in known:
                 raise ValueError(f"Recipe: {kind} must be one of {sorted(known)} or a callable "
                                  f"bits -> Quantizer, got {value!r}.")
@@ -79,11 +83,11 @@ class Recipe:
         """Returns a new weight quantizer for a layer."""
         bits = self.bits_for(layer, "weight_bits", first_or_last)
         if isinstance(self.weight_quantizer, str):
-            return WEIGHT_QUANTIZERS[self.weight_quantizer](bits, per_channel=self.per_channel)
+            return weight_quantizers()[self.weight_quantizer](bits, per_channel=self.per_channel)
         return self.weight_quantizer(bits)
 
     def activation_quantizer_for(self, layer):
         """Returns a new activation quantizer for an activation layer."""
         bits = self.bits_for(layer, "activation_bits")
         factory = self.activation_quantizer
-        return (ACTIVATION_QUANTIZERS[factory] if isinstance(factory, str) else factory)(bits)
+        return (activation_quantizers()[factory] if isinstance(factory, str) else factory)(bits)

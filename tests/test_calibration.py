@@ -11,8 +11,9 @@ def float_output(model, name, images):
 
 def test_ranges_start_from_the_float_model(random_images):
     float_model = tiny_cnn()
-    model = kquant.quantize_model(float_model, kquant.Recipe(4, 4, activation_quantizer="pact"))
-    chosen = kquant.calibrate_ranges(model, float_model, [random_images], percentile=99.0)
+    pact = lambda bits: kquant.quantizers.PACTQuantizer(bits, calibration_percentile=99.0)  # noqa: E731
+    model = kquant.quantize_model(float_model, kquant.Recipe(4, 4, activation_quantizer=pact))
+    chosen = kquant.calibrate_ranges(model, float_model, [random_images])
     for name in ("first_relu", "block_out", "depthwise_relu"):  # PACT clips
         expected = np.percentile(float_output(float_model, name, random_images), 99.0)
         assert np.isclose(chosen[name], expected, rtol=1e-5)

@@ -5,9 +5,14 @@ import pytest
 import kquant
 import tflite_export
 from kquant.backend import keras, tf
-from kquant.callbacks.direct_levels import direct_levels_quantizers
 from kquant.quantizers import DirectLevelsWeightQuantizer
 from tests.conftest import tiny_cnn
+
+
+def direct_levels_quantizers(model):
+    """[(kernel, quantizer, variables)] of the learnable-level quantizers of `model`."""
+    return [(s.kernel, s.quantizer, s.variables) for s in kquant.quantizers.quantizer_states(model)
+            if isinstance(s.quantizer, DirectLevelsWeightQuantizer)]
 
 
 def standalone(bits=2, depthwise=False, **options):
@@ -18,7 +23,7 @@ def standalone(bits=2, depthwise=False, **options):
     kernel = layer.depthwise_kernel if depthwise else layer.kernel
     quantizer = DirectLevelsWeightQuantizer(bits, **options)
     variables = quantizer.build(kernel.shape, "kernel", layer)
-    quantizer.initialize(kernel, variables)
+    quantizer.initialize(variables, kernel)
     return kernel, quantizer, variables
 
 
@@ -65,7 +70,7 @@ def test_initial_weights_sit_on_at_most_two_to_the_bits_int8_levels(bits, per_ch
     quantile_kernel, quantile_quantizer, quantile_variables = standalone(
         bits, per_channel=per_channel, initialization="quantiles")
     quantile_kernel.assign(kernel)
-    quantile_quantizer.initialize(quantile_kernel, quantile_variables)
+    quantile_quantizer.initialize(quantile_variables, quantile_kernel)
     error = lambda q, k, v: float(tf.reduce_sum(tf.square(q(k, False, v) - k)))  # noqa: E731
     assert error(quantizer, kernel, variables) <= error(quantile_quantizer, quantile_kernel,
                                                         quantile_variables) * 1.0001
@@ -89,7 +94,7 @@ def trained(recipe, digits, epochs=2, learning_rate=0.05):
     model = kquant.quantize_model(kquant.models.small_cnn((8, 8, 1), 10), recipe)
     kquant.compile_classifier(model, learning_rate, epochs, digits.train_size // 32 + 1)
     model.fit(digits.train, epochs=epochs, verbose=0,
-              callbacks=[kquant.callbacks.DirectLevelsUpdate()])
+              callbacks=[kquant.quantizers.DirectLevelsUpdate()])
     return model
 
 
@@ -107,7 +112,7 @@ def test_after_updates_every_weight_is_its_nearest_level_and_levels_stay_distinc
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     else:
         kquant.compile_classifier(model, 0.05, 2, digits.train_size // 32 + 1)
-    model.fit(digits.train, epochs=2, verbose=0, callbacks=[kquant.callbacks.DirectLevelsUpdate()])
+    model.fit(digits.train, epochs=2, verbose=0, callbacks=[kquant.quantizers.DirectLevelsUpdate()])
     flipped = 0
     for kernel, quantizer, variables in direct_levels_quantizers(model):
         codes = variables["codes"].numpy()
@@ -139,7 +144,7 @@ def test_update_callback_refuses_models_without_learnable_levels(digits):
     model = kquant.quantize_model(kquant.models.small_cnn((8, 8, 1), 10))
     kquant.compile_classifier(model)
     with pytest.raises(ValueError, match="no learnable-levels"):
-        model.fit(digits.train.take(1), callbacks=[kquant.callbacks.DirectLevelsUpdate()],
+        model.fit(digits.train.take(1), callbacks=[kquant.quantizers.DirectLevelsUpdate()],
                   verbose=0)
 
 

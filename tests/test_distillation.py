@@ -4,14 +4,14 @@ import pytest
 import kquant
 import tflite_export
 from kquant.backend import keras, tf
-from kquant.training import JointDistillation
+from kquant.techniques import JointDistillation
 from tests.conftest import tiny_cnn
 
 
 def networks(bits=(2, 4), build=tiny_cnn):
     keras.utils.set_random_seed(0)
     float_model = build()
-    teacher = kquant.training.clipped_teacher(float_model)
+    teacher = kquant.techniques.clipped_teacher(float_model)
     students = [kquant.quantize_model(float_model, kquant.Recipe(b, b)) for b in bits]
     return teacher, students
 
@@ -62,7 +62,7 @@ def test_each_loss_reaches_only_its_own_network(digits, guidance, feature_layers
 
 def test_clipped_teacher_is_float_with_activations_on_zero_to_one():
     model = kquant.models.small_cnn((8, 8, 1), 10)
-    teacher = kquant.training.clipped_teacher(model)
+    teacher = kquant.techniques.clipped_teacher(model)
     probe = keras.Model(teacher.input, teacher.get_layer("block1_relu").output)
     values = probe.predict(np.random.default_rng(0).normal(size=(4, 8, 8, 1)) * 5, verbose=0)
     assert values.min() == 0.0 and values.max() == 1.0 and len(np.unique(values)) > 100
@@ -88,21 +88,20 @@ def test_precision_callbacks_steer_only_the_students(digits):
     assert {id(s.bits) for s in states} == {id(s.bits) for st in students
                                             for s in kquant.precision.quantizer_states(st)}
     model.fit(digits.train.take(4), epochs=2, verbose=0, callbacks=[
-        kquant.callbacks.StochasticPrecision(initial_probability=0.5),
-        kquant.callbacks.ProgressiveBitWidth(activation_schedule=[8, 4])])
+        kquant.techniques.StochasticPrecision(initial_probability=0.5),
+        kquant.techniques.ProgressiveBitWidth(weight_schedule=None, activation_schedule=[8, 4])])
     assert [int(s.bits.numpy()) for s in kquant.precision.quantizer_states(students[1])
             if s.role == "activation"] == [4, 4, 4]
 
 
 def test_kl_term_matches_its_formula():
-    from kquant.training.distillation import _kl
 
     p, q = np.array([[1.0, 2.0, 0.5]]), np.array([[0.3, 0.1, 2.0]])
     temperature = 2.0
     soft_p = np.exp(p / temperature) / np.exp(p / temperature).sum()
     soft_q = np.exp(q / temperature) / np.exp(q / temperature).sum()
     expected = temperature ** 2 * (soft_p * np.log(soft_p / soft_q)).sum()
-    assert np.isclose(float(_kl(tf.constant(p), tf.constant(q), temperature)), expected)
+    assert np.isclose(float(kquant.losses.distillation_kl(tf.constant(p), tf.constant(q), temperature)), expected)
 
 
 def test_bad_arguments_are_named():
@@ -119,7 +118,7 @@ def test_progressive_schedule_reaches_only_the_student_at_its_target_bits(digits
     teacher, students = networks(bits=(4, 2))
     model = compiled(teacher, students)
     model.fit(digits.train.take(2), epochs=2, verbose=0,
-              callbacks=[kquant.callbacks.ProgressiveBitWidth(activation_schedule=[8, 4])])
+              callbacks=[kquant.techniques.ProgressiveBitWidth(weight_schedule=None, activation_schedule=[8, 4])])
     bits = [[int(s.bits.numpy()) for s in kquant.precision.quantizer_states(st)
              if s.role == "activation"] for st in students]
     assert bits == [[4, 4, 4], [2, 2, 2]]

@@ -21,8 +21,8 @@ def test_each_layer_type_gets_its_config():
                       tfmot.quantization.keras.quantizers.MovingAverageQuantizer)
     assert config("first_bn").output_quantizer is None  # fused into conv + ReLU
     assert config("add").output_quantizer is None  # feeds a ReLU
-    assert config("block_out").output_quantizer.bits == 2
-    assert config("depthwise_relu").output_quantizer.bits == 2
+    assert config("block_out").output_quantizer.deploy_bits == 2
+    assert config("depthwise_relu").output_quantizer.deploy_bits == 2
     assert isinstance(config("logits"), WeightLayerConfig)
     assert isinstance(config("pool"), OutputConfig)
 

@@ -2,8 +2,7 @@
 import numpy as np
 
 from kquant.backend import tf
-from kquant.precision import quantizer_states
-from kquant.quantizers import export_mode
+from kquant.quantizers import export_mode, quantizer_states
 
 
 def representative_examples(data, limit=200):
@@ -26,6 +25,31 @@ def representative_examples(data, limit=200):
 def _concrete_function(model):
     spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
     return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+
+
+def int8_converter(model, representative_data, max_examples=200):
+    """A TFLite converter set up for int8 inputs, outputs, weights and activations.
+
+    FakeQuant ops in the model fix their own scales; the representative data calibrates the
+    rest. Any Keras model (TF-MOT's own QAT models too) converts with the same settings.
+
+    Args:
+        model: a Keras model with one image input.
+        representative_data: a `tf.data.Dataset` (or iterable) of image batches or
+            (images, labels) batches.
+        max_examples: how many examples to calibrate with.
+
+    Returns:
+        A `tf.lite.TFLiteConverter`; call `convert()` on it.
+    """
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: representative_examples(representative_data,
+                                                                       max_examples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter
 
 
 def convert(model, representative_data, max_examples=200):
@@ -56,14 +80,7 @@ def convert(model, representative_data, max_examples=200):
         raise ValueError(f"convert: quantizers of layers {off} are switched off; switch them on "
                          "(kquant.precision.set_enabled(model, True)) before export.")
     with export_mode():
-        function = _concrete_function(model)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: representative_examples(representative_data, max_examples)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+        return int8_converter(model, representative_data, max_examples).convert()
 
 
 def convert_float(model):

@@ -11,10 +11,10 @@ WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
 _LAYER_NAME = re.compile(r"quant_([^/;]+)/")
 
 
-def keras_layer_name(tensor_name):
-    """The kquant (TF-MOT `quant_` prefixed) Keras layer a TFLite tensor came from, or None."""
-    match = _LAYER_NAME.search(tensor_name)
-    return match.group(1) if match else None
+def keras_layer_names(tensor_name):
+    """The kquant (TF-MOT `quant_` prefixed) Keras layers a TFLite tensor came from, in the
+    order its name lists them (fused ops name several)."""
+    return _LAYER_NAME.findall(tensor_name)
 
 
 @dataclasses.dataclass
@@ -71,9 +71,9 @@ def inspect(tflite_bytes):
             float_ops.append(name)
         if name in WEIGHT_OPS:
             weight = tensors[op["inputs"][WEIGHT_OPS[name]]]
-            layer = keras_layer_name(weight["name"])
-            if layer is not None and weight["dtype"] == np.int8:
-                codes[layer] = _channels_last(interpreter.get_tensor(weight["index"]), name)
+            layers = keras_layer_names(weight["name"])
+            if layers and weight["dtype"] == np.int8:
+                codes[layers[0]] = _channels_last(interpreter.get_tensor(weight["index"]), name)
     levels = {layer: max(len(np.unique(c[..., k])) for k in range(c.shape[-1]))
               for layer, c in codes.items()}
     return TFLiteSummary(len(tflite_bytes), ops, float_ops,

@@ -4,9 +4,9 @@ from typing import Dict
 
 import numpy as np
 
-from kquant.backend import tf
-from kquant.precision import quantizer_states
-from tflite_export.inspect import inspect, keras_layer_name
+from kquant.backend import QuantizeLayer, tf
+from kquant.quantizers import quantizer_states
+from tflite_export.inspect import inspect, keras_layer_names
 from tflite_export.runtime import make_interpreter
 
 
@@ -23,10 +23,12 @@ class VerificationReport:
         output_step: the quantization step of the TFLite output, the unit of that difference
             (0 for a float output).
         keras_accuracy, tflite_accuracy: top-1 accuracy of each (None without labels).
-        weight_levels: layer -> (largest distinct int8 values in one channel, 2^bits allowed).
+        weight_levels: layer -> (largest distinct int8 values in one channel, levels its
+            quantizer allows).
         weight_codes_match: layer -> whether the int8 weights equal the Keras integer codes
             (up to a per-channel sign that folding a negative batch-norm scale introduces).
-        activation_levels: layer -> (distinct int8 values seen at its output, 2^bits allowed).
+        activation_levels: layer -> (distinct int8 values seen at its output, levels its
+            quantizer allows).
         float_ops: TFLite ops that still compute in float (empty for a fully integer model).
     """
 
@@ -44,7 +46,7 @@ class VerificationReport:
 
     @property
     def levels_ok(self):
-        """True when every low-bit weight and activation stays within its 2^bits levels."""
+        """True when every low-bit weight and activation stays within its quantizer's levels."""
         return all(seen <= allowed for seen, allowed in
                    list(self.weight_levels.values()) + list(self.activation_levels.values()))
 
@@ -55,7 +57,8 @@ class VerificationReport:
                 f"max logit difference {self.max_logit_difference:.4f}{steps}, accuracy Keras "
                 f"{self.keras_accuracy:.4f} / TFLite {self.tflite_accuracy:.4f}; weight codes "
                 f"match in {sum(self.weight_codes_match.values())}/{len(self.weight_codes_match)} "
-                f"layers; levels within 2^bits: {self.levels_ok}; float ops: {self.float_ops or 'none'}")
+                f"layers; levels within the quantizers' grids: {self.levels_ok}; float ops: "
+                f"{self.float_ops or 'none'}")
 
 
 def _codes_match(tflite_codes, keras_codes):
@@ -67,13 +70,23 @@ def _codes_match(tflite_codes, keras_codes):
     return bool(np.all((flat_t == flat_k).all(axis=0) | (flat_t == -flat_k).all(axis=0)))
 
 
-def _keras_weight_codes(model):
-    codes = {}
-    for layer in model.layers:
-        for weight, quantizer, variables in getattr(layer, "_weight_vars", []):
-            if hasattr(quantizer, "codes_and_step"):  # every kquant weight quantizer has it
-                codes[layer.layer.name] = quantizer.codes_and_step(weight, variables)[0].numpy()
-    return codes
+def _activation_tensors(interpreter, grids):
+    """{layer: index of the TFLite tensor holding its activation grid}.
+
+    That tensor is the last op output that carries the layer's name and the grid's step as
+    its scale (the requantized conv output may come first, then the clip to the grid's top).
+    """
+    tensors = interpreter.get_tensor_details()
+    found = {}
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        if op["op_name"] == "DELEGATE":
+            continue
+        output = tensors[op["outputs"][0]]
+        scale = output["quantization"][0]
+        for layer in keras_layer_names(output["name"]):
+            if layer in grids and np.isclose(scale, grids[layer].step, rtol=1e-5):
+                found[layer] = output["index"]
+    return found
 
 
 def _keras_input_grid(model, images):
@@ -84,7 +97,7 @@ def _keras_input_grid(model, images):
     as many grey levels as int8), and a low-bit network amplifies that one-step change.
     """
     first = model.layers[1] if len(model.layers) > 1 else None
-    if type(first).__name__ != "QuantizeLayer":
+    if not isinstance(first, QuantizeLayer):
         return images
     # Called directly: its graph output may belong to the model TF-MOT cloned it from.
     return np.concatenate([first(tf.constant(images[i:i + 256]), training=False).numpy()
@@ -125,14 +138,11 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
     output_detail = interpreter.get_output_details()[0]
     in_scale, in_zero = input_detail["quantization"]
     out_scale, out_zero = output_detail["quantization"]
-    bits = {(s.layer, s.role): int(s.bits.numpy()) for s in quantizer_states(model)}
-    minimum_outputs = {}
-    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
-        layer = keras_layer_name(interpreter.get_tensor_details()[op["outputs"][0]]["name"]) \
-            if op["op_name"] == "MINIMUM" else None
-        if (layer, "activation") in bits:
-            minimum_outputs[layer] = op["outputs"][0]
-    seen = {layer: set() for layer in minimum_outputs}
+    states = quantizer_states(model)
+    grids = {s.layer: s.quantizer.activation_grid(s.variables)
+             for s in states if s.role == "activation"}
+    activation_outputs = _activation_tensors(interpreter, grids)
+    seen = {layer: set() for layer in activation_outputs}
     tflite_logits = np.empty_like(keras_logits)
     for i, image in enumerate(images):
         if input_detail["dtype"] == np.int8:
@@ -142,11 +152,13 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
         interpreter.invoke()
         output = interpreter.get_tensor(output_detail["index"])[0].astype(np.float32)
         tflite_logits[i] = (output - out_zero) * out_scale if out_scale else output
-        for layer, index in minimum_outputs.items():
+        for layer, index in activation_outputs.items():
             if len(seen[layer]) <= 256:
                 seen[layer].update(np.unique(interpreter.get_tensor(index)).tolist())
     summary = inspect(tflite_bytes)
-    keras_codes = _keras_weight_codes(model)
+    weights = {s.layer: s for s in states if s.role == "weight"}
+    keras_codes = {layer: s.quantizer.codes_and_step(s.kernel, s.variables)[0].numpy()
+                   for layer, s in weights.items()}
     agree = np.argmax(keras_logits, 1) == np.argmax(tflite_logits, 1)
     return VerificationReport(
         examples=len(images),
@@ -156,10 +168,11 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
         output_step=float(out_scale),
         keras_accuracy=float((np.argmax(keras_logits, 1) == labels).mean()) if labels is not None else None,
         tflite_accuracy=float((np.argmax(tflite_logits, 1) == labels).mean()) if labels is not None else None,
-        weight_levels={layer: (summary.weight_levels[layer], 2 ** bits[(layer, "weight")])
+        weight_levels={layer: (summary.weight_levels[layer],
+                               weights[layer].quantizer.level_count(weights[layer].variables))
                        for layer in keras_codes if layer in summary.weight_levels},
         weight_codes_match={layer: _codes_match(summary.weight_codes[layer], codes)
                             for layer, codes in keras_codes.items() if layer in summary.weight_codes},
-        activation_levels={layer: (len(values), 2 ** bits[(layer, "activation")])
+        activation_levels={layer: (len(values), grids[layer].levels)
                            for layer, values in seen.items()},
         float_ops=summary.float_ops)

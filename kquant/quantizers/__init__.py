@@ -1,10 +1,16 @@
-"""How one tensor is quantized: one module per quantizer family, STE primitives in `ste`."""
-from kquant.quantizers.base import LowBitQuantizer, LowBitWeightQuantizer, export_mode
+"""How one tensor is quantized: the protocol in `base`, one module per quantizer, low-bit
+rounding in `rounding`, the TFLite int8 weight grid in `int8_grid`, and the walk over a
+model's quantizers in `model_states`."""
+from kquant.quantizers.base import (ActivationGrid, ActivationQuantizer, LowBitQuantizer,
+                                    LowBitWeightQuantizer, export_mode)
 from kquant.quantizers.channel_aware import ChannelAwareActivationQuantizer, fit_clip
-from kquant.quantizers.direct_levels import DirectLevelsWeightQuantizer
-from kquant.quantizers.dorefa import ClippedActivationQuantizer, DoReFaWeightQuantizer
+from kquant.quantizers.clip import ClippedActivationQuantizer
+from kquant.quantizers.direct_levels import DirectLevelsUpdate, DirectLevelsWeightQuantizer
+from kquant.quantizers.dorefa import DoReFaWeightQuantizer
+from kquant.quantizers.model_states import QuantizerState, quantizer_states, training_callbacks
 from kquant.quantizers.pact import PACTQuantizer
 
-__all__ = ["ChannelAwareActivationQuantizer", "ClippedActivationQuantizer",
-           "DirectLevelsWeightQuantizer", "DoReFaWeightQuantizer", "LowBitQuantizer",
-           "LowBitWeightQuantizer", "PACTQuantizer", "export_mode", "fit_clip"]
+__all__ = ["ActivationGrid", "ActivationQuantizer", "ChannelAwareActivationQuantizer",
+           "ClippedActivationQuantizer", "DirectLevelsUpdate", "DirectLevelsWeightQuantizer",
+           "DoReFaWeightQuantizer", "LowBitQuantizer", "LowBitWeightQuantizer", "PACTQuantizer",
+           "QuantizerState", "export_mode", "fit_clip", "quantizer_states", "training_callbacks"]

@@ -1,10 +1,19 @@
-"""The base of every kquant quantizer (bit-width and on/off switch as variables, export mode),
-and of weight quantizers (the channels-last view TFLite quantizes per channel)."""
+"""The quantizer protocol every kquant quantizer follows, and its weight and activation bases.
+
+Besides TF-MOT's `build` and `__call__`, a kquant quantizer answers for itself what generic
+code needs: its grid (integer codes and step for weights; step, range and level count for
+activations) for export and verification, its data-dependent start (`initialize`), and the
+training callbacks it needs. Export, verify, describe and calibration ask these methods and
+never look at a quantizer's class.
+"""
 import contextlib
+import dataclasses
+import numbers
 import threading
 
 from kquant.backend import keras, tf, tfmot
-from kquant.quantizers.ste import per_channel_weight_grid, per_tensor_weight_grid
+from kquant.quantizers.int8_grid import per_channel_weight_grid, per_tensor_weight_grid
+from kquant.quantizers.rounding import steps, uniform_activation
 
 MIN_BITS, MAX_BITS = 1, 8
 
@@ -31,33 +40,58 @@ def in_export_mode():
 
 
 def check_bits(bits, owner="quantizer", argument="bits"):
-    """Raises ValueError unless `bits` is an integer from 1 to 8."""
-    if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
+    """Returns `bits` as an int, or raises ValueError unless it is an integer from 1 to 8.
+
+    Any integer type is accepted (Python's, numpy's); bools and floats are not.
+    """
+    if not isinstance(bits, numbers.Integral) or isinstance(bits, bool) or \
+            not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"{owner}: {argument} must be an integer from {MIN_BITS} to {MAX_BITS}, "
                          f"got {bits!r}.")
-    return bits
+    return int(bits)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationGrid:
+    """The grid an activation quantizer puts its output on (what the TFLite tensor holds).
+
+    Attributes:
+        step: distance between neighbouring levels (the int8 tensor's scale).
+        low, high: the smallest and largest level.
+        levels: how many levels there are.
+    """
+
+    step: float
+    low: float
+    high: float
+    levels: int
 
 
 class LowBitQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     """A TF-MOT quantizer whose bit-width and on/off switch are non-trainable variables.
 
-    Callbacks change `bits` and `enabled` between steps of one `fit` without recompiling
-    (see `kquant.precision`). Subclasses implement `quantize` (the grid) and `bypass` (what
-    the tensor is when the quantizer is off).
+    After `build` the bit-width lives only in the variable "bits": callbacks change it and
+    "enabled" between steps of one `fit` without recompiling (see `kquant.precision`).
+    `deploy_bits`, the constructor's bit-width, is the precision the model is built to be
+    exported at; schedules that pass through other precisions end there. Subclasses implement
+    `quantize` (the grid) and `bypass` (the tensor when the quantizer is switched off).
 
     Args:
-        bits: initial bit-width, 1 to 8.
+        bits: the deployed bit-width, 1 to 8 (any integer type).
+
+    Raises:
+        ValueError: for bits outside 1 to 8.
     """
 
     variable_bits = True  # False: the bit-width shapes variables and is fixed at build
 
     def __init__(self, bits):
-        self.bits = check_bits(bits, type(self).__name__)
+        self.deploy_bits = check_bits(bits, type(self).__name__)
 
     def build(self, tensor_shape, name, layer):
         return {
             "bits": layer.add_weight(f"{name}_bits", shape=(), dtype=tf.float32, trainable=False,
-                                     initializer=keras.initializers.Constant(self.bits)),
+                                     initializer=keras.initializers.Constant(self.deploy_bits)),
             "enabled": layer.add_weight(f"{name}_enabled", shape=(), dtype=tf.float32,
                                         trainable=False, initializer="ones"),
         }
@@ -75,8 +109,32 @@ class LowBitQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         """The full-precision path: weights pass unchanged by default."""
         return tf.identity(inputs)
 
+    def level_count(self, weights):
+        """How many distinct values one channel may hold at the current bit-width: 2^bits."""
+        return 2 ** int(weights["bits"].numpy())
+
+    def initialize(self, weights, values):
+        """Sets data-dependent starting values; the default has none to set.
+
+        Args:
+            weights: this quantizer's variables (from `build`).
+            values: for a weight quantizer, the layer's kernel variable holding the float
+                weights; for an activation quantizer, a numpy array of the float model's
+                activations at this layer.
+
+        Returns:
+            What was chosen (e.g. a clip), or None.
+        """
+        del weights, values
+        return None
+
+    def training_callbacks(self):
+        """Keras callbacks `fit` needs for this quantizer to train (one instance per class
+        serves every quantizer of a model)."""
+        return []
+
     def get_config(self):
-        return {"bits": self.bits}
+        return {"bits": self.deploy_bits}
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
@@ -88,9 +146,11 @@ class LowBitQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
 class LowBitWeightQuantizer(LowBitQuantizer):
     """A weight quantizer that sees kernels as [..., output channels], as TFLite stores them.
 
-    Depthwise kernels [h, w, c, m] are viewed per output channel (input channel times depth
-    multiplier). Dense kernels always use per-layer statistics: TF 2.21's converter cannot
-    export a per-output-unit grid on FULLY_CONNECTED.
+    Its grid for export is `codes_and_step`: integer codes in [-127, 127] and a step per
+    output channel, with the quantized weight equal to codes * step. Depthwise kernels
+    [h, w, c, m] are viewed per output channel (input channel times depth multiplier). Dense
+    kernels always use per-layer statistics: TF 2.21's converter cannot export a
+    per-output-unit grid on FULLY_CONNECTED.
 
     Args:
         bits: bit-width, 1 to 8.
@@ -114,6 +174,17 @@ class LowBitWeightQuantizer(LowBitQuantizer):
         """Whether statistics are per output channel (never for dense kernels)."""
         return self.per_channel and not self._dense
 
+    def codes_and_step(self, w, weights):
+        """The grid: (integer codes in [-127, 127], step per output channel), channels last.
+
+        The quantized weight is codes * step; TFLite must store exactly these codes.
+        """
+        raise NotImplementedError
+
+    def level_count(self, weights):
+        """2^bits, at most 255: the narrow int8 range has 255 values."""
+        return min(super().level_count(weights), 255)
+
     def _channels_last_shape(self, shape):
         shape = list(shape)
         return [shape[0], shape[1], 1, shape[2] * shape[3]] if self._depthwise else shape
@@ -132,3 +203,30 @@ class LowBitWeightQuantizer(LowBitQuantizer):
 
     def get_config(self):
         return {**super().get_config(), "per_channel": self.per_channel}
+
+
+class ActivationQuantizer(LowBitQuantizer):
+    """Uniform activations on [0, clip], replacing ReLU; subclasses say where the clip comes from.
+
+    Forward: a_q = clip * round(n * min(relu(a), clip) / clip) / n with n = 2^b - 1, written
+    as `rounding.uniform_activation` so the TFLite tensor holds only the 2^b levels. Switched
+    off: min(relu(a), clip), full precision on the same range.
+    """
+
+    fixed_clip = None  # the clip, for quantizers whose clip never changes; None when it is learned
+
+    def clip(self, weights):
+        """The upper end of the range, a scalar tensor."""
+        raise NotImplementedError
+
+    def quantize(self, x, weights):
+        return uniform_activation(x, self.clip(weights), weights["bits"])
+
+    def bypass(self, x, weights):
+        return tf.minimum(tf.nn.relu(x), self.clip(weights))
+
+    def activation_grid(self, weights):
+        """The `ActivationGrid` at the current clip and bit-width."""
+        clip = float(self.clip(weights))
+        n = float(steps(weights["bits"]))
+        return ActivationGrid(step=clip / n, low=0.0, high=clip, levels=int(n) + 1)

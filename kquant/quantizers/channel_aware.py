@@ -1,12 +1,9 @@
-"""Channel-aware activation quantizer (Hoang et al., IJCAI 2020, arXiv 2012.13762).
-
-Only the paper's abstract was available; the fit below is our reading of it
-(`../shared/METHODS.md` 2b).
-"""
+"""Channel-aware activation quantizer (Recipe name "channel-aware"): one clip per tensor, fit
+to the mean of per-channel normalised errors."""
 from kquant.backend import keras, tf
-from kquant.quantizers.base import in_export_mode
-from kquant.quantizers.clip import VariableClipQuantizer
-from kquant.quantizers.ste import steps
+from kquant.quantizers.base import ActivationQuantizer, in_export_mode
+from kquant.quantizers.rounding import steps
+from kquant.serialization import serializable
 
 STATISTICS = ("mean", "median", "trimmed_mean", "pooled")
 
@@ -102,14 +99,20 @@ def fit_clip(x, bits, statistic="mean", trim=0.1, candidates=32, max_rows=1024):
     return tf.gather(clips, tf.argmin(_aggregate(errors, energy, statistic, trim)))
 
 
-class ChannelAwareActivationQuantizer(VariableClipQuantizer):
+@serializable("channel-aware")
+class ChannelAwareActivationQuantizer(ActivationQuantizer):
     """Uniform activations on [0, alpha] with alpha fit to the majority of channels.
 
     Forward: a_q = alpha * round(n * clip(a, 0, alpha) / alpha) / n, n = 2^k - 1, one alpha per
     tensor so the model deploys as int8. Backward: 1 on [0, alpha], 0 outside
     (straight-through); alpha has no gradient.
 
-    Fit (ours, from METHODS.md 2b): in every training step alpha moves towards the batch's
+    Paper: Hoang, Do, Nguyen, Cheung, "Direct Quantization for Training Highly Accurate Low
+    Bit-width Deep Neural Networks", IJCAI 2020, arXiv 2012.13762. Only its abstract was
+    available: the objective (the mean over channels of normalised errors rather than the
+    pooled error a few wide channels dominate) is the paper's, the fit below is kquant's.
+
+    Fit (kquant's): in every training step alpha moves towards the batch's
     minimiser of the mean over channels of ||a_c - Q(a_c)||^2 / ||a_c||^2 (`fit_clip`), by an
     exponential moving average, alpha <- m * alpha + (1 - m) * alpha_batch; the first batch
     sets alpha directly. "median" and "trimmed_mean" are the robust variants and "pooled"
@@ -154,9 +157,16 @@ class ChannelAwareActivationQuantizer(VariableClipQuantizer):
                                              trainable=False, initializer="zeros")
         return weights
 
-    def fit(self, x):
-        """The clip this quantizer's statistic prefers for activations `x` (no state change)."""
-        return fit_clip(x, self.bits, self.statistic, self.trim)
+    def clip(self, weights):
+        return tf.maximum(weights["clip"], 1e-3)
+
+    def initialize(self, weights, values):
+        """Sets the clip to this quantizer's fit of the float activations `values`; training
+        continues the moving average from there."""
+        clip = max(float(fit_clip(values, weights["bits"], self.statistic, self.trim)), 1e-3)
+        weights["clip"].assign(clip)
+        weights["fitted"].assign(1.0)
+        return clip
 
     def _update(self, x, weights):
         """Moves the clip towards this batch's fit; returns the new clip."""

@@ -1,18 +1,26 @@
-"""The common form of activation quantizers whose clip is a variable (PACT, channel-aware)."""
+"""DoReFa's activation quantizer: a fixed clip to [0, 1] (Recipe name "clip")."""
 from kquant.backend import tf
-from kquant.quantizers.base import LowBitQuantizer
-from kquant.quantizers.ste import uniform_activation
+from kquant.quantizers.base import ActivationQuantizer
+from kquant.serialization import serializable
 
 
-class VariableClipQuantizer(LowBitQuantizer):
-    """Uniform activations on [0, clip], clip held in the variable "clip" that subclasses build.
+@serializable("clip")
+class ClippedActivationQuantizer(ActivationQuantizer):
+    """Activations clipped to [0, 1] and rounded to 2^k levels, replacing ReLU.
 
-    Forward: a_q = clip * round(n * clip(a, 0, clip) / clip) / n, n = 2^k - 1; switched off,
-    min(relu(a), clip). Subclasses decide how the clip is learned.
+    Forward: a_q = round(n * clip(a, 0, 1)) / n with n = 2^k - 1.
+    Backward: 1 for a in [0, 1], 0 outside (straight-through).
+    Switched off: clip(a, 0, 1), full precision on the same range.
+
+    Paper: Zhou, Wu, Ni, Zhou, Wen, Zou, "DoReFa-Net: Training Low Bitwidth Convolutional
+    Neural Networks with Low Bitwidth Gradients", arXiv 1606.06160. kquant's choice: the
+    rounding is an 8-bit FakeQuant whose step is 1/n, so the TFLite model holds the levels.
+
+    Args:
+        bits: bit-width k, 1 to 8.
     """
 
-    def quantize(self, x, weights):
-        return uniform_activation(x, tf.maximum(weights["clip"], 1e-3), weights["bits"])
+    fixed_clip = 1.0
 
-    def bypass(self, x, weights):
-        return tf.minimum(tf.nn.relu(x), weights["clip"])
+    def clip(self, weights):
+        return tf.constant(self.fixed_clip)

@@ -1,13 +1,12 @@
-"""Direct quantization with learnable levels (Hoang et al., IJCAI 2020, arXiv 2012.13762).
-
-Only the paper's abstract was available; the update rules below are our reading of it
-(`../shared/METHODS.md` 2a), and the choices marked "ours" are not from the paper.
-"""
+"""Learnable-level weights updated directly in quantized form (Recipe name "direct-levels"),
+and the callback that applies the direct update after every training step."""
 import numpy as np
 
 from kquant.backend import keras, tf
 from kquant.quantizers.base import LowBitWeightQuantizer, in_export_mode
-from kquant.quantizers.ste import round_ste
+from kquant.quantizers.model_states import quantizer_states
+from kquant.quantizers.rounding import round_ste
+from kquant.serialization import serializable
 
 INITIALIZATIONS = ("kmeans", "quantiles")
 LEVEL_GRADIENTS = ("mean", "sum")
@@ -18,6 +17,7 @@ def level_count(bits):
     return min(2 ** bits, 255)
 
 
+@serializable("direct-levels")
 class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
     """Weights that are always one of 2^b learnable levels, updated in quantized form.
 
@@ -34,8 +34,13 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
     ResNet-20 checkpoint at W2A8 fell from 52% to 12% top-1 within 30 steps (with the mean it
     rises). The layer's kernel, the float proxy, receives dL/dw_q unchanged.
 
-    Direct code update, after each optimizer step (`kquant.callbacks.DirectLevelsUpdate` calls
-    `update`): the proxy after the step, w~ = v[c] - lr * dL/dw_q, is moved with its level
+    Paper: Hoang, Do, Nguyen, Cheung, "Direct Quantization for Training Highly Accurate Low
+    Bit-width Deep Neural Networks", IJCAI 2020, arXiv 2012.13762. Only its abstract was
+    available: learnable levels, exact level gradients and the direct code update are the
+    paper's; the rules marked "ours" are kquant's reading.
+
+    Direct code update, after each optimizer step (`DirectLevelsUpdate`, which this quantizer
+    asks `fit` for through `training_callbacks`, calls `update`): the proxy after the step, w~ = v[c] - lr * dL/dw_q, is moved with its level
     (w~ += v_new[c] - v_old[c]) and each code is set to the nearest new level,
     c[j] = argmin_k |w~[j] - v_k|. Small steps (ours): with `accumulate` (default) a proxy
     keeps its accumulated steps while its code is unchanged and is reset to its new level when
@@ -81,16 +86,15 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
 
     @property
     def levels_per_vector(self):
-        return level_count(self.bits)
+        return level_count(self.deploy_bits)
+
+    def level_count(self, weights):
+        return self.levels_per_vector
+
+    def training_callbacks(self):
+        return [DirectLevelsUpdate()]
 
     def build(self, tensor_shape, name, layer):
-        inner = getattr(layer, "layer", layer)  # TF-MOT passes the wrapper
-        tracked = getattr(layer, "_trainable_weights", None)
-        if layer is not inner and tracked is not None:
-            # `quantize_apply` leaves the wrapper tracking the inner layer's kernel and bias
-            # before this quantizer's trainable levels; a model rebuilt from its config does not,
-            # and an HDF5 file (which loads by position) would put the levels into the kernel.
-            tracked[:0] = [v for v in inner.trainable_weights if all(v is not t for t in tracked)]
         weights = super().build(tensor_shape, name, layer)
         channels = self._channels_last_shape(tensor_shape)[-1]
         vectors = channels if self.channelwise else 1
@@ -198,12 +202,15 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
         codes.assign(new_codes)
         weights["levels_before_step"].assign(levels)
 
-    def initialize(self, kernel, weights):
+    def initialize(self, weights, kernel):
         """Starts the levels from the kernel's values (k-means or quantiles) and sets the codes.
 
         Args:
-            kernel: the layer's kernel variable, holding the pretrained float weights.
             weights: this quantizer's variables.
+            kernel: the layer's kernel variable, holding the pretrained float weights.
+
+        Returns:
+            None.
         """
         values = self._channels_last(tf.convert_to_tensor(kernel)).numpy()
         groups = values.reshape(-1, values.shape[-1]).T  # [channels, n]
@@ -220,11 +227,48 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
         if not self.accumulate:
             kernel.assign(tf.reshape(self._gather(self._levels_on_grid(levels)[0], codes),
                                      kernel.shape))
+        return None
 
     def get_config(self):
         return {**super().get_config(), "symmetric": self.symmetric,
                 "initialization": self.initialization, "accumulate": self.accumulate,
                 "level_gradient": self.level_gradient}
+
+
+class DirectLevelsUpdate(keras.callbacks.Callback):
+    """Applies the direct code update of learnable-level weights after every training batch.
+
+    Learnable-level quantizers ask for it (`training_callbacks`), and
+    `kquant.techniques.prepare` adds it; with a plain `fit`, add it yourself:
+
+        model.fit(data, callbacks=[kquant.quantizers.DirectLevelsUpdate()])
+
+    Without it the levels still learn but no weight changes level. See
+    `DirectLevelsWeightQuantizer.update` for the rule.
+
+    Raises:
+        ValueError: at the start of training, if the model has no learnable-levels quantizer.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._found = []
+        self._update = None
+
+    def on_train_begin(self, logs=None):
+        self._found = [s for s in quantizer_states(self.model)
+                       if isinstance(s.quantizer, DirectLevelsWeightQuantizer)]
+        if not self._found:
+            raise ValueError(f"DirectLevelsUpdate: model {self.model.name!r} has no learnable-levels "
+                             "weight quantizer (Recipe(weight_quantizer='direct-levels')).")
+        self._update = tf.function(self._update_all)
+
+    def _update_all(self):
+        for state in self._found:
+            state.quantizer.update(state.kernel, state.variables)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
 
 
 def _spread(m, low, high):

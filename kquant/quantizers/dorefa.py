@@ -1,9 +1,11 @@
-"""DoReFa-Net weight and activation quantizers (Zhou et al., arXiv 1606.06160)."""
+"""DoReFa-Net's weight quantizer (Recipe name "dorefa")."""
 from kquant.backend import tf
-from kquant.quantizers.base import LowBitQuantizer, LowBitWeightQuantizer
-from kquant.quantizers.ste import round_ste, steps, uniform_activation
+from kquant.quantizers.base import LowBitWeightQuantizer
+from kquant.quantizers.rounding import round_ste, steps
+from kquant.serialization import serializable
 
 
+@serializable("dorefa")
 class DoReFaWeightQuantizer(LowBitWeightQuantizer):
     """DoReFa weight quantizer with tanh normalisation, per layer or per output channel.
 
@@ -18,12 +20,15 @@ class DoReFaWeightQuantizer(LowBitWeightQuantizer):
     Backward: straight-through for the rounding, so dw_q/dw = max|w| * (1 - tanh(w)^2) /
     max|tanh(w)| (the scales max|w| and mean|w| are held constant).
 
-    Our choices, beyond the paper: the grid is multiplied by max|w| so a quantized layer keeps
-    the magnitude of its float weights (it matters for layers without batch norm after them,
-    such as the last dense layer); and 8 bits use the narrow symmetric int8 grid (255 levels),
-    because DoReFa's 256 levels cannot be stored exactly as TFLite int8 weights. Every grid is
-    an integer code in [-127, 127] times a per-channel step, which the TFLite export keeps
-    exactly. Depthwise and dense kernels: see `LowBitWeightQuantizer`.
+    Paper: Zhou, Wu, Ni, Zhou, Wen, Zou, "DoReFa-Net: Training Low Bitwidth Convolutional
+    Neural Networks with Low Bitwidth Gradients", arXiv 1606.06160.
+
+    kquant's choices, beyond the paper: the grid is multiplied by max|w| so a quantized layer
+    keeps the magnitude of its float weights (it matters for layers without batch norm after
+    them, such as the last dense layer); and 8 bits use the narrow symmetric int8 grid (255
+    levels), because DoReFa's 256 levels cannot be stored exactly as TFLite int8 weights. Every
+    grid is an integer code in [-127, 127] times a per-channel step, which the TFLite export
+    keeps exactly. Depthwise and dense kernels: see `LowBitWeightQuantizer`.
 
     Args:
         bits: bit-width k, 1 to 8.
@@ -61,23 +66,3 @@ class DoReFaWeightQuantizer(LowBitWeightQuantizer):
     def quantize(self, w, weights):
         codes, step = self.codes_and_step(w, weights)
         return self._int8_grid(codes * step, step, w.shape)
-
-
-class ClippedActivationQuantizer(LowBitQuantizer):
-    """DoReFa activation quantizer: a_q = Q_k(clip(a, 0, 1)), replacing ReLU.
-
-    Forward: a_q = round(n * clip(a, 0, 1)) / n with n = 2^k - 1.
-    Backward: 1 for a in [0, 1], 0 outside (straight-through).
-    Switched off, it is clip(a, 0, 1): full precision, but on the same range.
-
-    Args:
-        bits: bit-width k, 1 to 8.
-    """
-
-    clip = 1.0
-
-    def quantize(self, x, weights):
-        return uniform_activation(x, self.clip, weights["bits"])
-
-    def bypass(self, x, weights):
-        return tf.clip_by_value(x, 0.0, self.clip)

@@ -1,19 +1,28 @@
-"""Progressive quantization inside one `fit` (Zhuang et al., arXiv 1908.04680, sections 1a-1b).
+"""Progressive bit-width decrease inside one `fit` (technique "progressive-bits").
 
-Both techniques only change precision variables between steps (see `kquant.precision`): no
-model is rebuilt and nothing recompiles. The stage is computed from the optimizer's step
-counter and the epoch, which `BackupAndRestore` and checkpoints restore, so an interrupted run
-resumes in the stage of the epoch it resumes at.
+Zhuang, Liu, Tan, Liu, Reid, Shen, "Effective Training of Convolutional Neural Networks with
+Low-bitwidth Weights and Activations", arXiv 1908.04680 (progressive quantization). Only
+precision variables change between epochs (see `kquant.precision`): no model is rebuilt and
+nothing recompiles. The stage is computed from the epoch, which `BackupAndRestore` restores,
+so an interrupted run resumes in the stage of the epoch it resumes at.
 """
 from typing import Mapping, Optional, Sequence, Union
 
 from kquant import precision
 from kquant.backend import keras
 from kquant.quantizers.base import MAX_BITS, MIN_BITS
+from kquant.techniques.base import Technique
+from kquant.techniques.registry import register
 
 FLOAT = 32  # a "bit-width" meaning: quantizer switched off (full precision, activations clipped)
 
-Schedule = Union[Sequence[int], Mapping[int, int]]
+DECREASING = "decreasing"
+Schedule = Union[str, Sequence[int], Mapping[int, int]]
+
+
+def decreasing_schedule(target_bits):
+    """The paper's 32 -> 8 -> 4 -> 2 sequence, cut at the target: e.g. [32, 8, 4] for 4 bits."""
+    return [b for b in (FLOAT, 8, 4, 2) if b > target_bits] + [target_bits]
 
 
 def _check_bits_list(name, values):
@@ -50,17 +59,19 @@ def stage_starts(schedule: Schedule, epochs: int, name: str = "schedule"):
     return starts
 
 
-class ProgressiveBitWidth(keras.callbacks.Callback):
+@register
+class ProgressiveBitWidth(Technique, keras.callbacks.Callback):
     """Trains at a decreasing sequence of bit-widths in one `fit`, e.g. 32 -> 8 -> 4 -> 2.
 
-    Each stage starts from the weights the previous stage ended with (METHODS.md 1b). Bits of 32
-    switch the quantizers off: weights in float, activations clipped but not rounded. Only the
-    quantizers configured at the schedule's final bit-width are scheduled, so layers kept at
+    Each stage starts from the weights the previous stage ended with. Bits of 32 switch the
+    quantizers off: weights in float, activations clipped but not rounded. Only the quantizers
+    deployed at the schedule's final bit-width are scheduled (`deploy_bits`), so layers kept at
     other precisions (the 8-bit first and last layers) stay as they are.
 
     Args:
-        weight_schedule: a sequence of bit-widths (equal shares of the epochs) or a mapping
-            {first epoch: bits}; None leaves weights alone.
+        weight_schedule: "decreasing" (the paper's 32 -> 8 -> 4 -> 2, cut at the weights'
+            lowest deployed bit-width, in equal shares of the epochs), a sequence of bit-widths
+            (equal shares) or a mapping {first epoch: bits}; None leaves weights alone.
         activation_schedule: the same for activations.
         allow_increase: allow a schedule whose bit-width goes up.
 
@@ -69,13 +80,19 @@ class ProgressiveBitWidth(keras.callbacks.Callback):
             or (when `fit` starts) a schedule that does not fit its epochs.
     """
 
-    def __init__(self, weight_schedule: Optional[Schedule] = None,
-                 activation_schedule: Optional[Schedule] = None, allow_increase: bool = False):
+    name = "progressive-bits"
+
+    def __init__(self, weight_schedule: Optional[Schedule] = DECREASING,
+                 activation_schedule: Optional[Schedule] = DECREASING,
+                 allow_increase: bool = False):
         super().__init__()
         self.schedules = {"weight": weight_schedule, "activation": activation_schedule}
         for role, schedule in self.schedules.items():
-            if schedule is None:
+            if schedule is None or schedule == DECREASING:
                 continue
+            if isinstance(schedule, str):
+                raise ValueError(f"ProgressiveBitWidth: {role}_schedule must be "
+                                 f"{DECREASING!r}, a list of bits or a mapping, got {schedule!r}.")
             values = list(dict(sorted(schedule.items())).values()) if isinstance(schedule, Mapping) \
                 else list(schedule)
             _check_bits_list(f"{role}_schedule", values)
@@ -84,15 +101,23 @@ class ProgressiveBitWidth(keras.callbacks.Callback):
                                  "pass allow_increase=True if that is intended.")
         self._starts = {}
 
+    def callbacks(self, model, context):
+        return [self]
+
     def on_train_begin(self, logs=None):
         epochs = self.params["epochs"]
-        self._starts = {role: stage_starts(schedule, epochs, f"{role}_schedule")
-                        for role, schedule in self.schedules.items() if schedule is not None}
         states = precision.quantizer_states(self.model)
+        self._starts = {}
+        for role, schedule in self.schedules.items():
+            if schedule == DECREASING:
+                schedule = decreasing_schedule(min(
+                    (s.quantizer.deploy_bits for s in states if s.role == role), default=8))
+            if schedule is not None:
+                self._starts[role] = stage_starts(schedule, epochs, f"{role}_schedule")
         for role, starts in self._starts.items():
             target = list(starts.values())[-1]
-            if not any(s.role == role and s.quantizer.bits == target for s in states):
-                configured = sorted({s.quantizer.bits for s in states if s.role == role})
+            if not any(s.role == role and s.quantizer.deploy_bits == target for s in states):
+                configured = sorted({s.quantizer.deploy_bits for s in states if s.role == role})
                 raise ValueError(f"ProgressiveBitWidth: the {role}_schedule ends at {target} bits, "
                                  f"but no {role} quantizer is configured at {target} bits (the "
                                  f"model has {configured}); quantize the model at the final bits.")
@@ -106,49 +131,5 @@ class ProgressiveBitWidth(keras.callbacks.Callback):
         for role, bits in self.bits_at(epoch).items():
             target = list(self._starts[role].values())[-1]
             states = [s for s in precision.quantizer_states(self.model)
-                      if s.role == role and s.quantizer.bits == target]
+                      if s.role == role and s.quantizer.deploy_bits == target]
             precision.assign(states, bits=None if bits == FLOAT else bits, enabled=bits != FLOAT)
-
-
-class TwoStageQuantization(keras.callbacks.Callback):
-    """Quantized weights with full-precision (clipped) activations first, then both (METHODS 1a).
-
-    Args:
-        boundary_epoch: first epoch of the second stage; or
-        boundary_step: first training step of the second stage (exactly one of the two).
-
-    Raises:
-        ValueError: unless exactly one boundary is given, or if it lies outside the run.
-    """
-
-    def __init__(self, boundary_epoch: Optional[int] = None, boundary_step: Optional[int] = None):
-        super().__init__()
-        if (boundary_epoch is None) == (boundary_step is None):
-            raise ValueError("TwoStageQuantization: give exactly one of boundary_epoch and "
-                             f"boundary_step; got {boundary_epoch!r} and {boundary_step!r}.")
-        self.boundary_epoch, self.boundary_step = boundary_epoch, boundary_step
-        self._quantized = None
-
-    def on_train_begin(self, logs=None):
-        epochs, steps = self.params["epochs"], self.params.get("steps")
-        if self.boundary_epoch is not None and not 0 < self.boundary_epoch < epochs:
-            raise ValueError(f"TwoStageQuantization: boundary_epoch {self.boundary_epoch} must lie "
-                             f"inside the run (1 to {epochs - 1}).")
-        if self.boundary_step is not None and steps and not 0 < self.boundary_step < steps * epochs:
-            raise ValueError(f"TwoStageQuantization: boundary_step {self.boundary_step} must lie "
-                             f"inside the run (1 to {steps * epochs - 1}).")
-        self._quantized = None
-
-    def _set(self, quantized):
-        if quantized != self._quantized:
-            precision.set_enabled(self.model, quantized, role="activation")
-            precision.set_enabled(self.model, True, role="weight")
-            self._quantized = quantized
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.boundary_epoch is not None:
-            self._set(epoch >= self.boundary_epoch)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.boundary_step is not None:
-            self._set(int(self.model.optimizer.iterations.numpy()) >= self.boundary_step)

@@ -4,7 +4,7 @@ import pytest
 import kquant
 import tflite_export
 from kquant.backend import keras
-from kquant.callbacks import ProgressiveBitWidth, StochasticPrecision, TwoStageQuantization
+from kquant.techniques import ProgressiveBitWidth, StochasticPrecision, TwoStageQuantization
 from tests.conftest import tiny_cnn
 
 
@@ -59,15 +59,27 @@ def test_schedules_that_do_not_fit_the_epochs_are_errors(digits, kwargs, message
 def test_a_schedule_ending_at_bits_the_model_does_not_have_is_an_error(digits):
     with pytest.raises(ValueError, match="ends at 3 bits, but no weight quantizer"):
         quantized_tiny().fit(digits.train.take(1), epochs=2, verbose=0,
-                             callbacks=[ProgressiveBitWidth(weight_schedule=[8, 3])])
+                             callbacks=[ProgressiveBitWidth(weight_schedule=[8, 3], activation_schedule=None)])
 
 
-def test_rising_or_invalid_schedules_are_refused_unless_asked():
+def test_rising_or_invalid_schedules_are_refused_unless_asked(digits):
     with pytest.raises(ValueError, match="goes up"):
         ProgressiveBitWidth(weight_schedule=[2, 4])
-    ProgressiveBitWidth(weight_schedule=[2, 4], allow_increase=True)
     with pytest.raises(ValueError, match="allowed are integers 1-8 and 32"):
         ProgressiveBitWidth(activation_schedule=[16, 8])
+    model, recorder = quantized_tiny(4, 4), Recorder()
+    model.fit(digits.train.take(1), epochs=2, verbose=0, callbacks=[recorder, ProgressiveBitWidth(
+        weight_schedule=[2, 4], activation_schedule=None, allow_increase=True)])
+    assert [row[("middle", "weight")][0] for row in recorder.rows] == [2, 4]
+
+
+def test_the_default_schedule_is_the_papers_decreasing_one(digits):
+    model, recorder = quantized_tiny(2, 2), Recorder()
+    model.fit(digits.train.take(1), epochs=4, verbose=0, callbacks=[ProgressiveBitWidth(), recorder])
+    assert [row[("middle", "weight")] for row in recorder.rows] == [
+        (2, False), (8, True), (4, True), (2, True)]
+    assert [row[("block_out", "activation")] for row in recorder.rows] == [
+        (2, False), (8, True), (4, True), (2, True)]
 
 
 def test_two_stage_quantizes_activations_from_the_boundary(digits):
@@ -77,8 +89,14 @@ def test_two_stage_quantizes_activations_from_the_boundary(digits):
     activation_on = [row[("block_out", "activation")][1] for row in recorder.rows]
     weight_on = [row[("middle", "weight")][1] for row in recorder.rows]
     assert activation_on == [False] * 4 + [True] * 2 and all(weight_on)
-    with pytest.raises(ValueError, match="exactly one"):
-        TwoStageQuantization()
+    with pytest.raises(ValueError, match="at most one"):
+        TwoStageQuantization(boundary_epoch=1, boundary_step=2)
+
+
+def test_two_stage_defaults_to_half_of_the_epochs(digits):
+    model, recorder = quantized_tiny(4, 4), Recorder()
+    model.fit(digits.train.take(1), epochs=4, verbose=0, callbacks=[TwoStageQuantization(), recorder])
+    assert [row[("block_out", "activation")][1] for row in recorder.rows] == [False, False, True, True]
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -110,7 +128,11 @@ def test_stochastic_precision_samples_units_with_probability_p(digits):
     model.fit(digits.train.repeat().take(200), epochs=1, steps_per_epoch=200, verbose=0,
               callbacks=[callback, recorder])
     units = callback.resolve_units(model)
-    assert len(units) >= 3
+    # tiny_cnn: the stem, one residual block (ending at the ReLU after its Add), the head
+    assert [[(s.layer, s.role) for s in unit] for unit in units] == [
+        [("first", "weight"), ("first_relu", "activation")],
+        [("middle", "weight"), ("block_out", "activation")],
+        [("depthwise", "weight"), ("depthwise_relu", "activation"), ("logits", "weight")]]
     draws = np.array([[row[(u[0].layer, u[0].role)][1] for u in units] for row in recorder.rows])
     # every quantizer of a unit switches together
     for row in recorder.rows:
@@ -123,7 +145,10 @@ def test_stochastic_precision_samples_units_with_probability_p(digits):
     # evaluation and export see a fully quantized model
     model.evaluate(digits.test.take(1), verbose=0)
     assert all(s.enabled.numpy() == 1.0 for s in kquant.precision.quantizer_states(model))
-    tflite_export.convert(model, digits.train.take(1))
+    tflite = tflite_export.convert(model, digits.train.take(1))
+    report = tflite_export.verify(tflite, model, digits.test)
+    assert report.levels_ok and set(report.activation_levels) == {
+        "first_relu", "block_out", "depthwise_relu"}
 
 
 def test_stochastic_precision_is_repeatable_with_a_seed(digits):
@@ -166,16 +191,29 @@ def test_every_technique_resumes_where_it_was_interrupted(digits, tmp_path, make
     assert first_part + run(tmp_path) == uninterrupted
 
 
-def test_technique_names_and_default_schedules():
+def test_techniques_by_name_with_their_options():
     from kquant import techniques
 
-    assert techniques.parse_techniques("two-stage+stochastic-precision") == [
-        "two-stage", "stochastic-precision"]
-    assert techniques.parse_techniques("none") == []
-    with pytest.raises(ValueError, match="Unknown technique"):
-        techniques.parse_techniques("progressive")
+    chosen = techniques.parse("two-stage+stochastic-precision", boundary_epoch=3, seed=7)
+    assert [type(t) for t in chosen] == [TwoStageQuantization, StochasticPrecision]
+    assert chosen[0].boundary_epoch == 3 and chosen[1].seed == 7
+    assert techniques.parse("none") == []
+    with pytest.raises(ValueError, match="Unknown technique.*progressive"):
+        techniques.parse("progressive")
+    with pytest.raises(ValueError, match="'temperature'.* belong to none of.*two-stage"):
+        techniques.parse("two-stage", temperature=2.0)
     assert techniques.decreasing_schedule(2) == [32, 8, 4, 2]
     assert techniques.decreasing_schedule(4) == [32, 8, 4]
-    kinds = [type(c).__name__ for c in techniques.precision_callbacks(
-        ["two-stage", "progressive-bits", "stochastic-precision"], 4, 2, 2)]
-    assert kinds == ["TwoStageQuantization", "ProgressiveBitWidth", "StochasticPrecision"]
+
+
+def test_prepare_assembles_the_callbacks_and_refuses_what_cannot_combine(digits):
+    from kquant import techniques
+
+    model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(2, 2, weight_quantizer="direct-levels"))
+    context = techniques.Context(techniques.Schedule(2, 5, 0.01))
+    training = techniques.prepare(model, "two-stage+progressive-bits", context)
+    assert training.model is model and training.deployable == [model]
+    assert [type(c).__name__ for c in training.callbacks] == [
+        "TwoStageQuantization", "ProgressiveBitWidth", "DirectLevelsUpdate"]
+    with pytest.raises(ValueError, match="needs \\['float_model', 'quantize'\\]"):
+        techniques.prepare(model, "joint-distillation", context)

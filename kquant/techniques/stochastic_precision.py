@@ -1,13 +1,21 @@
-"""Stochastic precision (Zhuang et al., arXiv 1908.04680, section 1c; METHODS.md 1c)."""
+"""Stochastic precision inside one `fit` (technique "stochastic-precision").
+
+Zhuang, Liu, Tan, Liu, Reid, Shen, "Effective Training of Convolutional Neural Networks with
+Low-bitwidth Weights and Activations", arXiv 1908.04680 (stochastic precision).
+"""
 from typing import Sequence, Union
 
 import numpy as np
 
 from kquant import graph, precision
 from kquant.backend import keras
+from kquant.quantizers.model_states import quantized_models
+from kquant.techniques.base import Technique
+from kquant.techniques.registry import register
 
 
-class StochasticPrecision(keras.callbacks.Callback):
+@register
+class StochasticPrecision(Technique, keras.callbacks.Callback):
     """Quantizes each unit with probability p(t) per training step, full precision otherwise.
 
     A unit (a residual block, a layer, or a group of layers you name) is quantized as a whole:
@@ -32,6 +40,8 @@ class StochasticPrecision(keras.callbacks.Callback):
         ValueError: for probabilities or fractions out of range, an unknown ramp or units, or
             unit names that have no quantizer.
     """
+
+    name = "stochastic-precision"
 
     def __init__(self, units: Union[str, Sequence[Sequence[str]]] = "auto",
                  initial_probability: float = 0.25, ramp: str = "linear",
@@ -62,7 +72,7 @@ class StochasticPrecision(keras.callbacks.Callback):
         """The units as lists of the `QuantizerState`s they switch."""
         states = precision.quantizer_states(model)
         names = {s.layer for s in states}
-        models = getattr(model, "quantized_models", [model])
+        models = quantized_models(model)
         has_blocks = all(any(isinstance(graph.unwrap(l), keras.layers.Add) for l in m.layers)
                          for m in models)
         if self.units == "residual" or self.units == "auto" and has_blocks:
@@ -77,6 +87,9 @@ class StochasticPrecision(keras.callbacks.Callback):
                                  f"layers with quantizers: {sorted(names)}.")
         resolved = [[s for s in states if s.layer in set(unit)] for unit in units]
         return [unit for unit in resolved if unit]
+
+    def callbacks(self, model, context):
+        return [self]
 
     def on_train_begin(self, logs=None):
         self._unit_variables = [[s.enabled for s in unit] for unit in self.resolve_units(self.model)]

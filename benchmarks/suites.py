@@ -1,0 +1,78 @@
+"""The benchmark suites and what every benchmark program shares: the float starting point,
+training on a suite's schedule, and provenance (commit)."""
+import os
+import subprocess
+
+import kquant
+from benchmarks.measure import StepTimer
+from kquant.backend import keras
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SUITES = {
+    "cifar10-resnet20": dict(dataset="cifar10", model="resnet20", batch_size=128,
+                             learning_rate=0.01, epochs=4,
+                             checkpoint="benchmarks/checkpoints/resnet20_cifar10_float.h5",
+                             trainer="benchmarks/train_float_resnet20.sh"),
+    "cifar10-mobilenetv2": dict(dataset="cifar10", model="mobilenet_v2", batch_size=128,
+                                learning_rate=0.01, epochs=4,
+                                checkpoint="benchmarks/checkpoints/mobilenet_v2_cifar10_float.h5",
+                                trainer="benchmarks/train_float_mobilenet_v2.sh"),
+    "mnist-cnn": dict(dataset="mnist", model="small_cnn", batch_size=128, learning_rate=0.02,
+                      epochs=2, float_epochs=2, checkpoint=None),
+}
+
+
+def commit():
+    """The git commit the benchmark code runs at (None outside a checkout)."""
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def clone(model):
+    """A copy of a float model with the same weights."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def prepare(model, suite, epochs, steps, techniques=(), float_model=None, quantize=None, seed=0):
+    """`kquant.techniques.prepare` on the suite's schedule: `epochs` of `steps` batches; the
+    techniques that take a seed get `seed`."""
+    schedule = kquant.techniques.Schedule(epochs, steps, suite["learning_rate"])
+    seeded = any("seed" in kquant.techniques.options_of(t) for t in techniques)
+    chosen = kquant.techniques.parse("+".join(techniques), **({"seed": seed} if seeded else {}))
+    return kquant.techniques.prepare(model, chosen, kquant.techniques.Context(
+        schedule, float_model=float_model, quantize=quantize))
+
+
+def train(model, data, suite, epochs, techniques=(), float_model=None, quantize=None, seed=0):
+    """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s)."""
+    steps = -(-data.train_size // suite["batch_size"])
+    training = prepare(model, suite, epochs, steps, techniques, float_model, quantize, seed)
+    timer = StepTimer(suite["batch_size"])
+    training.model.fit(data.train, epochs=epochs, callbacks=training.callbacks + [timer], verbose=2)
+    kquant.compile_classifier(model)
+    return float(model.evaluate(data.test, verbose=0)[1]), timer.images_per_second
+
+
+def float_model(name, data, seed, float_epochs=0):
+    """The float starting point: the committed checkpoint, or trained here for quick suites.
+
+    Raises:
+        FileNotFoundError: if a suite's checkpoint is missing, with the command that makes it.
+    """
+    suite = SUITES[name]
+    if suite["checkpoint"]:
+        path = os.path.join(ROOT, suite["checkpoint"])
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Suite {name}: no float checkpoint at {path}; make it "
+                                    f"with `bash {suite['trainer']}`.")
+        return keras.models.load_model(path, compile=False)
+    keras.utils.set_random_seed(seed)
+    model = kquant.models.build_model(suite["model"], data.input_shape, data.num_classes)
+    train(model, data, {**suite, "learning_rate": 0.05}, float_epochs or suite["float_epochs"])
+    return model

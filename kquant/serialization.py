@@ -1,0 +1,73 @@
+"""Keras serialization of kquant models: one registry of kquant classes, plus TF-MOT's.
+
+Every kquant quantizer, QuantizeConfig and layer registers itself with `@serializable`, under
+Keras' name "kquant>ClassName"; a quantizer that a `Recipe` can name also gives that name.
+Importing kquant registers the TF-MOT classes a quantized model holds as well, so a saved
+kquant model loads with a plain `keras.models.load_model` in every format; `custom_objects()`
+and `quantize_scope()` are for code that passes its objects explicitly.
+"""
+import contextlib
+
+from kquant.backend import keras, tfmot
+
+PACKAGE = "kquant"
+_CLASSES = {}  # class name -> class, every registered kquant class
+_RECIPE_NAMES = {}  # Recipe name -> quantizer class
+
+
+def serializable(recipe_name=None):
+    """Class decorator: registers a kquant class as a Keras serializable ("kquant>Name").
+
+    Args:
+        recipe_name: the name a `Recipe` selects this quantizer by (e.g. "pact"), or None.
+
+    Raises:
+        ValueError: if the name or class name is taken by another class.
+    """
+    def register(cls):
+        for table, key in ((_CLASSES, cls.__name__), (_RECIPE_NAMES, recipe_name)):
+            if key is not None and table.get(key, cls) is not cls:
+                raise ValueError(f"kquant: {key!r} is already registered for {table[key]!r}.")
+        keras.utils.register_keras_serializable(package=PACKAGE)(cls)
+        _CLASSES[cls.__name__] = cls
+        if recipe_name is not None:
+            _RECIPE_NAMES[recipe_name] = cls
+        return cls
+    return register
+
+
+def recipe_names(base):
+    """{Recipe name: class} of the registered quantizers that are subclasses of `base`."""
+    return {name: cls for name, cls in _RECIPE_NAMES.items() if issubclass(cls, base)}
+
+
+def tfmot_objects():
+    """The TF-MOT classes (wrappers, input layer, quantizers) a quantized model can hold."""
+    objects = {}
+    for scope_objects in tfmot.quantization.keras.quantize_scope().custom_objects:
+        objects.update(scope_objects)
+    return objects
+
+
+def custom_objects():
+    """Every class a saved kquant model refers to, for `load_model(custom_objects=...)`."""
+    objects = tfmot_objects()
+    for name, cls in _CLASSES.items():
+        objects[name] = objects[f"{PACKAGE}>{name}"] = cls
+    return objects
+
+
+@contextlib.contextmanager
+def quantize_scope():
+    """Scope in which kquant and TF-MOT objects deserialize.
+
+    Example:
+        with kquant.quantize_scope():
+            model = keras.models.load_model("w4a4.keras")
+    """
+    with keras.utils.custom_object_scope(custom_objects()):
+        yield
+
+
+# kquant's own classes register as they are defined; TF-MOT's get their plain names here.
+keras.utils.get_custom_objects().update(tfmot_objects())

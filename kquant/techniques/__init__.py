@@ -1,0 +1,20 @@
+"""Training techniques, one module each, behind the protocol in `base` and the registry.
+
+    training = kquant.techniques.prepare(model, "two-stage+stochastic-precision", context)
+    training.model.fit(data, epochs=..., callbacks=training.callbacks)
+
+Names (join with '+'): see `names()`. Callback techniques also work on their own in `fit`.
+"""
+from kquant.techniques.base import Context, Schedule, Technique, Training
+from kquant.techniques.cotraining import CoTraining
+from kquant.techniques.joint_distillation import (JointDistillation, JointDistillationTechnique,
+                                                  clipped_teacher, teacher_for)
+from kquant.techniques.progressive import ProgressiveBitWidth, decreasing_schedule
+from kquant.techniques.registry import names, options_of, parse, prepare, register
+from kquant.techniques.stochastic_precision import StochasticPrecision
+from kquant.techniques.two_stage import TwoStageQuantization
+
+__all__ = ["CoTraining", "Context", "JointDistillation", "JointDistillationTechnique",
+           "ProgressiveBitWidth", "Schedule", "StochasticPrecision", "Technique", "Training",
+           "TwoStageQuantization", "clipped_teacher", "decreasing_schedule", "names", "options_of", "parse",
+           "prepare", "register", "teacher_for"]

@@ -1,0 +1,82 @@
+"""The technique protocol: what a technique needs, what it hands to `fit`, what it deploys."""
+import dataclasses
+from typing import Any, Callable, List, Optional
+
+from kquant.backend import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The training budget of the coming `fit`: SGD with momentum, cosine decay to 0.
+
+    Attributes:
+        epochs: epochs of the fit.
+        steps_per_epoch: batches per epoch.
+        learning_rate: initial learning rate.
+    """
+
+    epochs: int
+    steps_per_epoch: int
+    learning_rate: float
+
+
+@dataclasses.dataclass
+class Context:
+    """What techniques may need besides the model they train.
+
+    Attributes:
+        schedule: the `Schedule`.
+        float_model: the float model the quantized one was made from.
+        data: the training batches.
+        quantize: bits -> a new model quantized from the float model like the one trained
+            (same recipe and calibration) at that bit-width, for techniques that train more
+            than one low-bit model.
+    """
+
+    schedule: Schedule
+    float_model: Optional[keras.Model] = None
+    data: Any = None
+    quantize: Optional[Callable[[int], keras.Model]] = None
+
+
+@dataclasses.dataclass
+class Training:
+    """What `kquant.techniques.prepare` hands back.
+
+    Attributes:
+        model: the compiled model to call `fit` on.
+        callbacks: the callbacks that `fit` needs (techniques' and quantizers').
+        deployable: the kquant models to evaluate and export afterwards; the first is the
+            model passed to `prepare`.
+    """
+
+    model: keras.Model
+    callbacks: List[keras.callbacks.Callback]
+    deployable: List[keras.Model]
+
+
+class Technique:
+    """A training technique behind one small interface, registered by name.
+
+    A technique either steers the model through callbacks (`callbacks`), or trains it inside a
+    model of its own (`trains_models = True` and `build_trainer`), or both. Combined with '+',
+    every technique adds its callbacks and at most one builds the trainer.
+
+    Attributes:
+        name: the registry name (`kquant.techniques.register`).
+        needs: `Context` fields it cannot work without ("float_model", "data", "quantize").
+        trains_models: whether `build_trainer` supplies the model to fit.
+    """
+
+    name = ""
+    needs = ()
+    trains_models = False
+
+    def callbacks(self, model, context):
+        """The callbacks `fit` needs for this technique (none by default)."""
+        del model, context
+        return []
+
+    def build_trainer(self, model, context):
+        """Returns (compiled model to fit, [deployable models, `model` first])."""
+        raise NotImplementedError
