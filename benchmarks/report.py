@@ -42,7 +42,10 @@ STEP_TIME_FILE = "step-time.jsonl"  # written by benchmarks/step_time.py
 
 
 def load(results_dir, step_times=False):
-    """Records by suite: accuracy runs, or (`step_times`) the step-time measurements."""
+    """Records by suite: accuracy runs, or (`step_times`) the step-time measurements.
+
+    Records marked "superseded" (kept in the files with the reason) are left out.
+    """
     records = collections.defaultdict(list)
     for path in sorted(glob.glob(os.path.join(results_dir, "*.jsonl"))):
         if (os.path.basename(path) == STEP_TIME_FILE) != step_times:
@@ -50,7 +53,8 @@ def load(results_dir, step_times=False):
         with open(path) as f:
             for line in filter(str.strip, f):
                 record = json.loads(line)
-                records[record["suite"]].append(record)
+                if not record.get("superseded"):
+                    records[record["suite"]].append(record)
     return records
 
 

@@ -59,7 +59,7 @@ def _done(path):
         return set()
     with open(path) as f:
         return {(r["method"], r["weight_bits"], r["activation_bits"], r["epochs"], r["seed"])
-                for r in map(json.loads, filter(str.strip, f))}
+                for r in map(json.loads, filter(str.strip, f)) if not r.get("superseded")}
 
 
 def _append(path, record):

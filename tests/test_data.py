@@ -54,9 +54,21 @@ def test_cifar10_loads_from_the_shared_offline_copy():
     assert abs(float(images.numpy().mean())) < 1.0 and labels.dtype.name == "int32"
 
 
-def test_dataset_root_override(tmp_path, monkeypatch):
+def test_mnist_loads_from_the_folder_kquant_datasets_names(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    (tmp_path / "mnist").mkdir()
+    for split, count in (("train", 6), ("t10k", 4)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        with gzip.open(tmp_path / "mnist" / f"{split}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in images.shape)
+                    + images.tobytes())
+        with gzip.open(tmp_path / "mnist" / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + count.to_bytes(4, "big") + bytes(range(count)))
     monkeypatch.setenv("KQUANT_DATASETS", str(tmp_path))
-    assert data.datasets_root() == tmp_path
+    dataset = data.load_dataset("mnist", batch_size=4, augment=False)
+    assert dataset.train_size == 6 and dataset.input_shape == (28, 28, 1)
+    _, labels = next(iter(dataset.test))
+    assert sorted(labels.numpy().tolist()) == [0, 1, 2, 3]
 
 
 def test_bad_batch_size_is_named():

@@ -52,7 +52,7 @@ def test_each_loss_reaches_only_its_own_network(digits, guidance, feature_layers
     model = compiled(teacher, students, guidance=guidance, feature_layers=feature_layers)
     x, y = next(iter(digits.train))
     with tf.GradientTape(persistent=True) as tape:
-        teacher_loss, student_losses, _ = model.compute_losses(x, y)
+        (teacher_loss, *student_losses), _ = model.compute_losses(x, y)
     assert all(g is None for g in tape.gradient(teacher_loss, students[0].trainable_variables))
     assert all(g is None for g in tape.gradient(student_losses[1], teacher.trainable_variables))
     assert all(g is None for g in tape.gradient(student_losses[1], students[0].trainable_variables))

@@ -85,8 +85,12 @@ def test_subclassed_and_unbuilt_models_are_rejected():
 
 
 def test_keras3_models_are_rejected_with_the_reason():
-    with pytest.raises(TypeError, match="Keras 2"):
-        kquant.quantize_model(object())
+    import keras as keras3  # the Keras 3 package TensorFlow installs beside tf_keras
+
+    assert keras3.__version__.startswith("3.")
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(TypeError, match="expected a tf_keras \\(Keras 2\\) Model, got keras"):
+        kquant.quantize_model(model)
 
 
 def test_float_weights_are_copied():
