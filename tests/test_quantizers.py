@@ -130,8 +130,41 @@ def test_bits_out_of_range_are_rejected_with_the_allowed_values(bad):
 @pytest.mark.parametrize("quantizer", [DoReFaWeightQuantizer(3, per_channel=True),
                                        ClippedActivationQuantizer(2), PACTQuantizer(4, 3.0)])
 def test_quantizers_serialize_and_deserialize(quantizer):
-    import kquant
-
     config = keras.utils.serialize_keras_object(quantizer)
-    restored = keras.utils.deserialize_keras_object(config, custom_objects=kquant.custom_objects())
+    restored = keras.utils.deserialize_keras_object(config)  # registered: no custom objects
     assert restored == quantizer and restored is not quantizer
+
+
+def test_the_protocol_states_each_quantizers_grid_and_levels():
+    from kquant.quantizers import ChannelAwareActivationQuantizer
+
+    x = tf.constant(np.linspace(-1, 4, 101, dtype=np.float32))
+    pact = PACTQuantizer(2, initial_clip=3.0)
+    variables = build(pact, x)
+    grid = pact.activation_grid(variables)
+    assert (grid.step, grid.low, grid.high, grid.levels) == (1.0, 0.0, 3.0, 4)
+    np.testing.assert_allclose(np.unique(pact(x, True, variables).numpy()),
+                               np.arange(4) * grid.step, atol=1e-6)
+    variables["bits"].assign(3.0)  # the grid follows the variable, not the constructor
+    assert pact.activation_grid(variables).levels == 8 and pact.deploy_bits == 2
+    clipped = ClippedActivationQuantizer(1)
+    assert clipped.activation_grid(build(clipped, x)).high == 1.0 and clipped.fixed_clip == 1.0
+    assert PACTQuantizer.fixed_clip is None and ChannelAwareActivationQuantizer.fixed_clip is None
+    weights = DoReFaWeightQuantizer(8)
+    assert weights.level_count(build(weights, tf.zeros((3, 3, 2, 2)))) == 255  # narrow int8
+
+
+def test_initialize_starts_learned_clips_from_float_activations():
+    from kquant.quantizers import ChannelAwareActivationQuantizer, fit_clip
+
+    values = np.abs(np.random.default_rng(0).normal(size=(64, 8))).astype(np.float32)
+    pact = PACTQuantizer(2, calibration_percentile=90.0)
+    variables = build(pact, tf.constant(values))
+    assert pact.initialize(variables, values) == pytest.approx(np.percentile(values, 90.0))
+    assert float(variables["clip"]) == pytest.approx(np.percentile(values, 90.0))
+    aware = ChannelAwareActivationQuantizer(2)
+    variables = build(aware, tf.constant(values))
+    assert aware.initialize(variables, values) == pytest.approx(float(fit_clip(values, 2)))
+    assert float(variables["fitted"]) == 1.0
+    clipped = ClippedActivationQuantizer(2)
+    assert clipped.initialize(build(clipped, tf.constant(values)), values) is None
