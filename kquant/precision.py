@@ -3,11 +3,20 @@
 Precision is state, not structure: techniques that change bit-widths during training
 (progressive, stochastic precision, cyclic) call these functions between steps; nothing is
 rebuilt or recompiled. The quantizers are found by `kquant.quantizers.quantizer_states`.
+
+Several techniques can steer one quantizer at once, each as its own `source`: a quantizer is
+on only while every source that switched it wants it on, at the lowest bit-width any source
+asked for. So stochastic precision's draws never switch on what two-stage switched off, and
+never undo a progressive stage's bit-width.
 """
 from kquant.quantizers.base import check_bits
 from kquant.quantizers.model_states import QuantizerState, quantizer_states
 
-__all__ = ["QuantizerState", "assign", "quantizer_states", "set_bits", "set_enabled"]
+__all__ = ["QuantizerState", "apply_deployed", "apply_requests", "assign", "quantizer_states",
+           "set_bits", "set_deployed", "set_enabled"]
+
+USER = "user"
+_requests = {}  # the enabled variable's ref() -> {source: (bits or None, enabled or None)}
 
 
 def _select(model, role, layers):
@@ -22,8 +31,25 @@ def _select(model, role, layers):
     return states
 
 
-def assign(states, bits=None, enabled=None):
-    """Sets the bit-width and/or switch of the given `QuantizerState`s.
+def _apply(state):
+    """Sets a quantizer's variables from the requests of every source."""
+    requests = _requests.get(state.enabled.ref(), {}).values()
+    bits = [b for b, _ in requests if b is not None]
+    switches = [e for _, e in requests if e is not None]
+    if bits:
+        state.bits.assign(float(min(bits)))
+    if switches:
+        state.enabled.assign(1.0 if all(switches) else 0.0)
+
+
+def assign(states, bits=None, enabled=None, source=USER):
+    """Records what `source` wants for the given `QuantizerState`s and applies it.
+
+    Args:
+        states: the quantizers to change.
+        bits: the bit-width `source` wants, or None to leave its wish unchanged.
+        enabled: True/False, or None to leave its wish unchanged.
+        source: who asks (a technique's name; "user" for direct calls).
 
     Raises:
         ValueError: for bits outside 1 to 8, or a new bit-width for a quantizer whose
@@ -38,13 +64,14 @@ def assign(states, bits=None, enabled=None):
                              f"model is built (learnable levels); they cannot change to {bits} "
                              "bits. Leave them out of bit-width schedules.")
     for state in states:
-        if bits is not None:
-            state.bits.assign(float(bits))
-        if enabled is not None:
-            state.enabled.assign(1.0 if enabled else 0.0)
+        wishes = _requests.setdefault(state.enabled.ref(), {})
+        old_bits, old_enabled = wishes.get(source, (None, None))
+        wishes[source] = (bits if bits is not None else old_bits,
+                          bool(enabled) if enabled is not None else old_enabled)
+        _apply(state)
 
 
-def set_bits(model, bits, role=None, layers=None):
+def set_bits(model, bits, role=None, layers=None, source=USER):
     """Sets the bit-width of quantizers in a model.
 
     Args:
@@ -52,14 +79,15 @@ def set_bits(model, bits, role=None, layers=None):
         bits: 1 to 8.
         role: "weight", "activation", or None for both.
         layers: names of the layers to change, or None for all.
+        source: who asks (see the module docstring).
 
     Raises:
         ValueError: for bits outside 1 to 8 or unknown layer names.
     """
-    assign(_select(model, role, layers), bits=check_bits(bits, "set_bits"))
+    assign(_select(model, role, layers), bits=check_bits(bits, "set_bits"), source=source)
 
 
-def set_enabled(model, enabled, role=None, layers=None):
+def set_enabled(model, enabled, role=None, layers=None, source=USER):
     """Switches quantizers on (True) or off (False, full precision with clipped activations).
 
     Args:
@@ -67,5 +95,29 @@ def set_enabled(model, enabled, role=None, layers=None):
         enabled: True or False.
         role: "weight", "activation", or None for both.
         layers: names of the layers to change, or None for all.
+        source: who asks (see the module docstring).
     """
-    assign(_select(model, role, layers), enabled=enabled)
+    assign(_select(model, role, layers), enabled=enabled, source=source)
+
+
+def apply_deployed(model):
+    """Sets every quantizer to its deployed precision (on, `deploy_bits`) without forgetting
+    what the sources asked for: `apply_requests` returns to that. Evaluation inside `fit`
+    runs between the two, so validation scores and checkpoints judge the deployed model."""
+    for state in quantizer_states(model):
+        state.bits.assign(float(state.quantizer.deploy_bits))
+        state.enabled.assign(1.0)
+
+
+def apply_requests(model):
+    """Sets every quantizer that a source steers back to what the sources ask for."""
+    for state in quantizer_states(model):
+        _apply(state)
+
+
+def set_deployed(model):
+    """Forgets every source's wishes and puts the model at its deployed precision, e.g. a
+    checkpoint saved in the middle of a bit-width schedule before export."""
+    for state in quantizer_states(model):
+        _requests.pop(state.enabled.ref(), None)
+    apply_deployed(model)

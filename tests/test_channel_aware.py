@@ -43,7 +43,7 @@ def test_clip_follows_an_exponential_average_of_batch_fits_in_training_only(skew
     layer = keras.layers.ReLU()
     quantizer = ChannelAwareActivationQuantizer(2, momentum=0.75)
     variables = quantizer.build(tf.TensorShape([None, 16]), "output", layer)
-    first, second = skewed[:2048], skewed[2048:] * 0.5
+    first, second = skewed[:1024], skewed[1024:2048] * 0.5  # 1024 rows: the fit takes them all
     out = quantizer(tf.constant(first), True, variables)
     fit_first = float(fit_clip(first, 2))
     assert float(variables["clip"]) == pytest.approx(fit_first)  # the first batch sets it
@@ -84,7 +84,7 @@ def test_calibration_starts_clips_at_the_fit_and_model_exports_exactly(tmp_path)
     chosen = kquant.calibrate_ranges(model, float_model, batches)
     images = np.concatenate([x for x, _ in batches])
     relu = keras.Model(float_model.inputs, float_model.get_layer("block1_relu").output)
-    expected = float(fit_clip(relu(images, training=False), 2))
+    expected = float(fit_clip(relu(images, training=False), 2, max_rows=4096))  # all 4096 rows
     assert chosen["block1_relu"] == pytest.approx(expected, rel=1e-5)
     kquant.compile_classifier(model)
     model.fit(digits.train, epochs=4, verbose=0)
@@ -101,3 +101,16 @@ def test_calibration_starts_clips_at_the_fit_and_model_exports_exactly(tmp_path)
     assert report.agreement >= 0.99, report
     for layer, (seen, allowed) in report.activation_levels.items():
         assert allowed == 4 and seen <= 4, layer
+
+
+def test_the_fit_samples_rows_from_every_position_of_the_map():
+    from kquant.quantizers.channel_aware import _rows, _sample_rows
+
+    # batch 128 of 32x32 maps, one channel whose value is the column index
+    columns = np.broadcast_to(np.arange(32, dtype=np.float32)[None, None, :, None], (128, 32, 32, 1))
+    rows = _sample_rows(_rows(tf.constant(columns)), 1024).numpy()
+    assert rows.shape == (1024, 1)
+    seen = np.bincount(rows[:, 0].astype(int), minlength=32)
+    assert (seen > 0).all() and seen.max() < 4 * seen.mean()  # every column, none dominating
+    small = np.ones((2, 4, 4, 3), np.float32)
+    assert _sample_rows(_rows(tf.constant(small)), 1024).shape == (32, 3)  # all rows

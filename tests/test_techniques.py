@@ -217,3 +217,58 @@ def test_prepare_assembles_the_callbacks_and_refuses_what_cannot_combine(digits)
         "TwoStageQuantization", "ProgressiveBitWidth", "DirectLevelsUpdate"]
     with pytest.raises(ValueError, match="needs \\['float_model', 'quantize'\\]"):
         techniques.prepare(model, "joint-distillation", context)
+
+
+class EvaluationRecorder(Recorder):
+    """Reads every quantizer's bits and switch when evaluation inside `fit` runs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._read()
+
+
+def test_stochastic_precision_never_switches_on_what_a_schedule_switched_off(digits):
+    model, recorder = quantized_tiny(), Recorder(per_batch=True)
+    model.fit(digits.train.take(4), epochs=2, verbose=0, callbacks=[
+        TwoStageQuantization(boundary_epoch=1), StochasticPrecision("layers", 0.9, seed=1), recorder])
+    activations = [[on for (layer, role), (_, on) in row.items() if role == "activation"]
+                   for row in recorder.rows]
+    assert not any(any(row) for row in activations[:4])  # stage 1: activations stay float
+    assert any(any(row) for row in activations[4:])  # stage 2: drawn units quantized
+
+    model, recorder = quantized_tiny(), Recorder(per_batch=True)
+    model.fit(digits.train.take(2), epochs=4, verbose=0, callbacks=[
+        ProgressiveBitWidth([32, 8, 4, 2], [32, 8, 4, 2]),
+        StochasticPrecision("layers", 0.25, ramp_fraction=1.0, seed=1), recorder])
+    middle = [row[("middle", "weight")] for row in recorder.rows]
+    assert not any(on for _, on in middle[:2])  # the "32-bit" stage stays float
+    assert {bits for bits, _ in middle[2:4]} == {8} and {bits for bits, _ in middle[4:6]} == {4}
+    assert any(on for _, on in middle[2:]) and not all(on for _, on in middle[2:])
+
+
+def test_validation_inside_fit_and_export_see_the_deployed_precision(digits, tmp_path):
+    model, during, validation = quantized_tiny(), Recorder(per_batch=True), EvaluationRecorder()
+    checkpoint = str(tmp_path / "epoch{epoch}.h5")
+    model.fit(digits.train.take(2), epochs=3, verbose=0, validation_data=digits.test.take(1),
+              callbacks=[ProgressiveBitWidth([8, 4, 2], [8, 4, 2]), during, validation,
+                         keras.callbacks.ModelCheckpoint(checkpoint)])
+    assert all(row[("middle", "weight")] == (2, True) and row[("block_out", "activation")] == (2, True)
+               for row in validation.rows)
+    assert [row[("middle", "weight")][0] for row in during.rows] == [8, 8, 4, 4, 2, 2]  # resumed
+    images = next(iter(digits.train))[0]
+    middle_of_schedule = keras.models.load_model(str(tmp_path / "epoch1.h5"))  # saved at 8 bits
+    with pytest.raises(ValueError, match="block_out \\(activation at 8 bits, deployed at 2\\)"):
+        tflite_export.convert(middle_of_schedule, [images])
+    kquant.precision.set_deployed(middle_of_schedule)
+    assert tflite_export.inspect(tflite_export.convert(middle_of_schedule, [images])).float_ops == []
+
+
+def test_stochastic_precision_needs_the_epoch_length(digits):
+    unknown_length = digits.train.take(3).filter(lambda x, y: True)
+    with pytest.raises(ValueError, match="does not know how many steps an epoch has"):
+        quantized_tiny().fit(unknown_length, epochs=2, verbose=0, callbacks=[StochasticPrecision()])
+    callback = StochasticPrecision("layers", 0.25, ramp_fraction=1.0, total_steps=6)
+    quantized_tiny().fit(unknown_length, epochs=2, verbose=0, callbacks=[callback])
+    assert callback._total_steps == 6  # pylint: disable=protected-access

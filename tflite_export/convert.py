@@ -68,8 +68,9 @@ def convert(model, representative_data, max_examples=200):
         The TFLite flatbuffer as bytes.
 
     Raises:
-        ValueError: if a quantizer is switched off (the model would not be the one trained to be
-            deployed) or the model has no kquant quantizers.
+        ValueError: if a quantizer is switched off or at another bit-width than it deploys at
+            (the model would not be the one trained to be deployed), or the model has no kquant
+            quantizers.
     """
     states = quantizer_states(model)
     if not states:
@@ -78,7 +79,14 @@ def convert(model, representative_data, max_examples=200):
     off = sorted({s.layer for s in states if s.enabled.numpy() < 0.5})
     if off:
         raise ValueError(f"convert: quantizers of layers {off} are switched off; switch them on "
-                         "(kquant.precision.set_enabled(model, True)) before export.")
+                         "(kquant.precision.set_deployed(model)) before export.")
+    elsewhere = [f"{s.layer} ({s.role} at {int(s.bits.numpy())} bits, deployed at "
+                 f"{s.quantizer.deploy_bits})" for s in states
+                 if int(s.bits.numpy()) != s.quantizer.deploy_bits]
+    if elsewhere:
+        raise ValueError(f"convert: quantizers are not at the bit-width the model deploys at: "
+                         f"{', '.join(elsewhere)} (a checkpoint from the middle of a bit-width "
+                         "schedule?); kquant.precision.set_deployed(model) sets them, then export.")
     with export_mode():
         return int8_converter(model, representative_data, max_examples).convert()
 

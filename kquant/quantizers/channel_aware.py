@@ -6,6 +6,7 @@ from kquant.quantizers.rounding import steps
 from kquant.serialization import serializable
 
 STATISTICS = ("mean", "median", "trimmed_mean", "pooled")
+CALIBRATION_ROWS = 16384  # rows `initialize` fits once; each training step fits 1024
 
 
 def _quantized(activations, clips, bits):
@@ -15,16 +16,26 @@ def _quantized(activations, clips, bits):
     return clips * tf.round(n * tf.minimum(activations[None], clips) / clips) / n
 
 
-def _rows(x, max_rows):
-    """relu(x) as [rows, channels], with at most `max_rows` rows taken at an even stride."""
-    flat = tf.nn.relu(tf.reshape(tf.cast(x, tf.float32), [-1, tf.shape(x)[-1]]))
-    stride = tf.maximum(tf.shape(flat)[0] // max_rows, 1)
-    return flat[::stride][:max_rows]
+def _rows(x):
+    """relu(x) as [rows, channels]."""
+    return tf.nn.relu(tf.reshape(tf.cast(x, tf.float32), [-1, tf.shape(x)[-1]]))
+
+
+def _sample_rows(rows, max_rows):
+    """`max_rows` rows drawn uniformly at random over the batch and all positions, or every
+    row when there are no more.
+
+    A fixed stride would alias with the map's width: at batch 128 on 32x32 maps every
+    (rows // 1024)-th row lies in column 0, the border computed from zero padding.
+    """
+    count = tf.shape(rows)[0]
+    chosen = tf.random.uniform([max_rows], 0, tf.maximum(count, 1), dtype=tf.int32)
+    return tf.cond(count <= max_rows, lambda: rows, lambda: tf.gather(rows, chosen))
 
 
 def _error_and_energy(x, clip, bits):
     """Per channel of a = relu(x): (||a_c - Q(a_c)||^2, ||a_c||^2), each of shape [C]."""
-    a = _rows(x, 1 << 30)
+    a = _rows(x)
     quantized = _quantized(a, tf.constant([clip], tf.float32), bits)[0]
     return tf.reduce_sum(tf.square(a - quantized), axis=0), tf.reduce_sum(tf.square(a), axis=0)
 
@@ -81,7 +92,8 @@ def fit_clip(x, bits, statistic="mean", trim=0.1, candidates=32, max_rows=1024):
         statistic: one of "mean", "median", "trimmed_mean", "pooled".
         trim: fraction cut at each end by "trimmed_mean".
         candidates: number of clips tried.
-        max_rows: rows (positions) taken from `x`, at an even stride.
+        max_rows: rows (positions over the batch) drawn uniformly from `x`; all rows when
+            there are no more.
 
     Returns:
         A scalar float tensor; 0 when `x` has no positive value.
@@ -91,7 +103,7 @@ def fit_clip(x, bits, statistic="mean", trim=0.1, candidates=32, max_rows=1024):
     """
     if statistic not in STATISTICS:
         raise ValueError(f"fit_clip: statistic must be one of {list(STATISTICS)}, got {statistic!r}.")
-    a = _rows(x, max_rows)
+    a = _sample_rows(_rows(x), max_rows)
     clips = tf.reduce_max(a) * tf.range(1, candidates + 1, dtype=tf.float32) / candidates
     safe = tf.maximum(clips, 1e-30)
     errors = tf.reduce_sum(tf.square(a[None] - _quantized(a, safe, bits)), axis=1)  # [K, C]
@@ -163,7 +175,8 @@ class ChannelAwareActivationQuantizer(ActivationQuantizer):
     def initialize(self, weights, values):
         """Sets the clip to this quantizer's fit of the float activations `values`; training
         continues the moving average from there."""
-        clip = max(float(fit_clip(values, weights["bits"], self.statistic, self.trim)), 1e-3)
+        clip = max(float(fit_clip(values, weights["bits"], self.statistic, self.trim,
+                                  max_rows=CALIBRATION_ROWS)), 1e-3)
         weights["clip"].assign(clip)
         weights["fitted"].assign(1.0)
         return clip

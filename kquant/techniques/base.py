@@ -2,6 +2,7 @@
 import dataclasses
 from typing import Any, Callable, List, Optional
 
+from kquant import precision
 from kquant.backend import keras
 
 
@@ -80,3 +81,24 @@ class Technique:
     def build_trainer(self, model, context):
         """Returns (compiled model to fit, [deployable models, `model` first])."""
         raise NotImplementedError
+
+
+class PrecisionSchedule(Technique, keras.callbacks.Callback):
+    """A technique that is a callback steering precision (bits and switches) during `fit`.
+
+    It steers as its own source (`kquant.precision`, source = its name), so techniques
+    combine; it returns itself from `callbacks`. Evaluation inside `fit` (validation, hence
+    `ModelCheckpoint(save_best_only=True)`) and `predict` run at the deployed precision; the
+    schedule resumes afterwards.
+    """
+
+    def callbacks(self, model, context):
+        return [self]
+
+    def on_test_begin(self, logs=None):
+        precision.apply_deployed(self.model)
+
+    def on_test_end(self, logs=None):
+        precision.apply_requests(self.model)
+
+    on_predict_begin, on_predict_end = on_test_begin, on_test_end

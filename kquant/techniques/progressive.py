@@ -9,9 +9,8 @@ so an interrupted run resumes in the stage of the epoch it resumes at.
 from typing import Mapping, Optional, Sequence, Union
 
 from kquant import precision
-from kquant.backend import keras
 from kquant.quantizers.base import MAX_BITS, MIN_BITS
-from kquant.techniques.base import Technique
+from kquant.techniques.base import PrecisionSchedule
 from kquant.techniques.registry import register
 
 FLOAT = 32  # a "bit-width" meaning: quantizer switched off (full precision, activations clipped)
@@ -60,7 +59,7 @@ def stage_starts(schedule: Schedule, epochs: int, name: str = "schedule"):
 
 
 @register
-class ProgressiveBitWidth(Technique, keras.callbacks.Callback):
+class ProgressiveBitWidth(PrecisionSchedule):
     """Trains at a decreasing sequence of bit-widths in one `fit`, e.g. 32 -> 8 -> 4 -> 2.
 
     Each stage starts from the weights the previous stage ended with. Bits of 32 switch the
@@ -101,9 +100,6 @@ class ProgressiveBitWidth(Technique, keras.callbacks.Callback):
                                  "pass allow_increase=True if that is intended.")
         self._starts = {}
 
-    def callbacks(self, model, context):
-        return [self]
-
     def on_train_begin(self, logs=None):
         epochs = self.params["epochs"]
         states = precision.quantizer_states(self.model)
@@ -132,4 +128,5 @@ class ProgressiveBitWidth(Technique, keras.callbacks.Callback):
             target = list(self._starts[role].values())[-1]
             states = [s for s in precision.quantizer_states(self.model)
                       if s.role == role and s.quantizer.deploy_bits == target]
-            precision.assign(states, bits=None if bits == FLOAT else bits, enabled=bits != FLOAT)
+            precision.assign(states, bits=None if bits == FLOAT else bits, enabled=bits != FLOAT,
+                             source=self.name)

@@ -9,13 +9,12 @@ which `BackupAndRestore` restores.
 from typing import Optional
 
 from kquant import precision
-from kquant.backend import keras
-from kquant.techniques.base import Technique
+from kquant.techniques.base import PrecisionSchedule
 from kquant.techniques.registry import register
 
 
 @register
-class TwoStageQuantization(Technique, keras.callbacks.Callback):
+class TwoStageQuantization(PrecisionSchedule):
     """Quantized weights with full-precision (clipped) activations first, then both.
 
     Args:
@@ -37,9 +36,6 @@ class TwoStageQuantization(Technique, keras.callbacks.Callback):
         self.boundary_epoch, self.boundary_step = boundary_epoch, boundary_step
         self._quantized = None
 
-    def callbacks(self, model, context):
-        return [self]
-
     def on_train_begin(self, logs=None):
         epochs, steps = self.params["epochs"], self.params.get("steps")
         if self.boundary_epoch is None and self.boundary_step is None:
@@ -54,8 +50,8 @@ class TwoStageQuantization(Technique, keras.callbacks.Callback):
 
     def _set(self, quantized):
         if quantized != self._quantized:
-            precision.set_enabled(self.model, quantized, role="activation")
-            precision.set_enabled(self.model, True, role="weight")
+            precision.set_enabled(self.model, quantized, role="activation", source=self.name)
+            precision.set_enabled(self.model, True, role="weight", source=self.name)
             self._quantized = quantized
 
     def on_epoch_begin(self, epoch, logs=None):
