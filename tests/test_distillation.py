@@ -69,11 +69,13 @@ def test_clipped_teacher_is_float_with_activations_on_zero_to_one():
     assert not kquant.precision.quantizer_states(teacher)
 
 
-@pytest.mark.parametrize("activation_quantizer,clipped", [("clip", True), ("pact", False)])
-def test_teacher_matches_the_students_activation_range(activation_quantizer, clipped):
+@pytest.mark.parametrize("activation_quantizer,clip,clipped", [
+    ("clip", False, False), ("clip", True, True), ("pact", True, False)])
+def test_the_teacher_is_unclipped_unless_asked_and_the_students_share_a_clip(
+        activation_quantizer, clip, clipped):
     model = kquant.models.small_cnn((8, 8, 1), 10)
     student = kquant.quantize_model(model, kquant.Recipe(2, 2, activation_quantizer=activation_quantizer))
-    teacher = kquant.techniques.teacher_for(student, model)
+    teacher = kquant.techniques.teacher_for(student, model, clip=clip)
     images = np.random.default_rng(0).normal(size=(4, 8, 8, 1)) * 5
     largest = keras.Model(teacher.input, teacher.get_layer("block1_relu").output).predict(
         images, verbose=0).max()
@@ -122,3 +124,23 @@ def test_progressive_schedule_reaches_only_the_student_at_its_target_bits(digits
     bits = [[int(s.bits.numpy()) for s in kquant.precision.quantizer_states(st)
              if s.role == "activation"] for st in students]
     assert bits == [[4, 4, 4], [2, 2, 2]]
+
+
+@pytest.mark.parametrize("guidance,student_weight,student_distillation_weight", [
+    ("kl", 0.7, 0.7), ("mse", 0.3, 0.1)])
+def test_the_technique_uses_the_released_weights_and_a_slower_teacher(
+        guidance, student_weight, student_distillation_weight):
+    float_model = tiny_cnn()
+    model = kquant.quantize_model(float_model, kquant.Recipe(4, 4))
+    context = kquant.techniques.Context(
+        kquant.techniques.Schedule(2, 10, 0.05), float_model=float_model,
+        quantize=lambda bits: kquant.quantize_model(float_model, kquant.Recipe(bits, bits)))
+    technique = kquant.techniques.parse("joint-distillation", guidance=guidance)[0]
+    training = kquant.techniques.prepare(model, [technique], context)
+    trainer = training.model
+    assert training.deployable[0] is model and len(training.deployable) == 2
+    assert [kquant.describe(s, print_fn=None)[1]["bits"] for s in training.deployable] == [4, 2]
+    assert trainer.loss_weights_["student"] == student_weight
+    assert trainer.loss_weights_["student_distillation"] == student_distillation_weight
+    rates = [float(o.learning_rate) for o in trainer.network_optimizers]  # at step 0
+    np.testing.assert_allclose(rates, [0.01, 0.05, 0.05])

@@ -27,6 +27,12 @@ from kquant.techniques.cotraining import CoTraining
 from kquant.techniques.registry import register
 
 
+RELEASED_WEIGHTS = {  # the authors' released loss weights (mutual_kl, mutual_mse)
+    "kl": dict(teacher=1.0, student=0.7, teacher_distillation=0.5, student_distillation=0.7),
+    "mse": dict(teacher=1.0, student=0.3, teacher_distillation=0.1, student_distillation=0.1),
+}
+
+
 def clipped_teacher(float_model, clip=1.0):
     """A float copy of a model whose ReLU/ReLU6 activations are clipped to [0, clip].
 
@@ -53,16 +59,16 @@ def clipped_teacher(float_model, clip=1.0):
     return teacher
 
 
-def teacher_for(student, float_model):
-    """The float teacher of joint distillation for `student`.
+def teacher_for(student, float_model, clip=False):
+    """The float teacher of joint distillation for `student`: a copy of the float model.
 
-    Students whose activation quantizers all share one fixed clip (DoReFa's [0, 1]) get a
-    teacher clipped to it; students that learn their clips (PACT, channel-aware) get the float
-    model unchanged, since no single clip matches theirs and clipping a ReLU-trained model to 1
-    costs it most of its accuracy (ResNet-20 CIFAR-10: 82% -> 20%).
+    The authors' released code does not clip the teacher's activations, and by default
+    neither does kquant. With `clip`, students whose activation quantizers all share one
+    fixed clip (DoReFa's [0, 1]) get a teacher clipped to it (`clipped_teacher`); clipping a
+    ReLU-trained model to 1 costs it most of its accuracy (ResNet-20 CIFAR-10: 82% -> 20%).
     """
     clips = {s.quantizer.fixed_clip for s in quantizer_states(student) if s.role == "activation"}
-    if len(clips) == 1 and None not in clips:
+    if clip and len(clips) == 1 and None not in clips:
         return clipped_teacher(float_model, clips.pop())
     teacher = keras.models.clone_model(float_model)
     teacher.set_weights(float_model.get_weights())
@@ -85,14 +91,19 @@ class JointDistillation(CoTraining):
     """Trains a float teacher and low-precision students together with mutual distillation.
 
     Metrics are named "teacher_..." and "student_<j>_...". Afterwards each student is an
-    ordinary kquant model that `tflite_export.convert` exports.
+    ordinary kquant model that `tflite_export.convert` exports. The loss weights default to
+    the authors' released values for the chosen guidance: with "kl" (`mutual_kl`) l_t = 1,
+    l_s = 0.7, l_tk = 0.5, l_sk = 0.7; with "mse" (`mutual_mse`) l_t = 1, l_s = 0.3,
+    l_tk = 0.1, l_sk = 0.1.
 
     Args:
         teacher: the full-precision model (`teacher_for(student, float_model)`).
         students: the low-precision models (from `kquant.quantize_model`).
         temperature: T.
-        teacher_weight, student_weight: l_t and l_s, weights of the cross-entropy terms.
-        teacher_distillation_weight, student_distillation_weight: l_tk and l_sk.
+        teacher_weight, student_weight: l_t and l_s, weights of the cross-entropy terms
+            (None: the released value).
+        teacher_distillation_weight, student_distillation_weight: l_tk and l_sk (None: the
+            released value).
         guidance: "kl" (the default), or "mse" for the CVPR'18 guidance loss.
         feature_layers: with "mse", names of layers whose outputs are matched (the same name in
             teacher and students); None matches the logits.
@@ -102,8 +113,8 @@ class JointDistillation(CoTraining):
     """
 
     def __init__(self, teacher, students: Sequence[keras.Model], temperature=1.0,
-                 teacher_weight=1.0, student_weight=0.7, teacher_distillation_weight=0.5,
-                 student_distillation_weight=0.7, guidance="kl",
+                 teacher_weight=None, student_weight=None, teacher_distillation_weight=None,
+                 student_distillation_weight=None, guidance="kl",
                  feature_layers: Optional[Sequence[str]] = None, **kwargs):
         if not students:
             raise ValueError("JointDistillation: give at least one student.")
@@ -115,9 +126,11 @@ class JointDistillation(CoTraining):
                           **{f"student_{j}": s for j, s in enumerate(students)}}, **kwargs)
         self.teacher, self.students = teacher, list(students)
         self.temperature = float(temperature)
-        self.loss_weights_ = dict(teacher=teacher_weight, student=student_weight,
-                                  teacher_distillation=teacher_distillation_weight,
-                                  student_distillation=student_distillation_weight)
+        given = dict(teacher=teacher_weight, student=student_weight,
+                     teacher_distillation=teacher_distillation_weight,
+                     student_distillation=student_distillation_weight)
+        self.loss_weights_ = {name: RELEASED_WEIGHTS[guidance][name] if value is None else value
+                              for name, value in given.items()}
         self.guidance, self.feature_layers = guidance, list(feature_layers or [])
         self._views = [_feature_model(m, self.feature_layers) if self.feature_layers else m
                        for m in [teacher, *self.students]]
@@ -181,32 +194,46 @@ class JointDistillationTechnique(Technique):
     other `student_bits` (W = A) are built beside it with `Context.quantize`, all with one
     float teacher (`teacher_for`), each network with its own cosine SGD over the schedule.
 
+    The teacher has its own optimizer settings: by default its learning rate is 0.2 times the
+    students', the ratio of the authors' released fine-tuning configuration (teacher 0.001,
+    students 0.005), since kquant's techniques start from a trained float model.
+
     Args:
         student_bits: bit-widths of the students; the released configuration trains a 2-bit
             and a 4-bit student with one teacher. The trained model is the student at its own
             bit-width, whether or not that is listed.
         temperature: T.
-        guidance: "kl" or "mse".
+        guidance: "kl" or "mse" (each with the released loss weights).
         feature_layers: with "mse", layers whose outputs are matched.
+        teacher_learning_rate_scale: the teacher's learning rate over the students'.
+        clip_teacher: clip the teacher's activations to the students' fixed clip (see
+            `teacher_for`); the released code does not.
     """
 
     name = "joint-distillation"
     needs = ("float_model", "quantize")
     trains_models = True
 
-    def __init__(self, student_bits=(2, 4), temperature=1.0, guidance="kl", feature_layers=None):
+    def __init__(self, student_bits=(2, 4), temperature=1.0, guidance="kl", feature_layers=None,
+                 teacher_learning_rate_scale=0.2, clip_teacher=False):
+        if not teacher_learning_rate_scale > 0:
+            raise ValueError("joint-distillation: teacher_learning_rate_scale must be > 0, got "
+                             f"{teacher_learning_rate_scale!r}.")
         self.student_bits = [int(b) for b in student_bits]
         self.temperature, self.guidance, self.feature_layers = temperature, guidance, feature_layers
+        self.teacher_learning_rate_scale = float(teacher_learning_rate_scale)
+        self.clip_teacher = bool(clip_teacher)
 
     def build_trainer(self, model, context):
         own = _deploy_bits(model)
         students = [model] + [context.quantize(b) for b in dict.fromkeys(self.student_bits)
                               if b != own]
-        trainer = JointDistillation(teacher_for(model, context.float_model), students,
-                                    temperature=self.temperature, guidance=self.guidance,
-                                    feature_layers=self.feature_layers)
+        trainer = JointDistillation(teacher_for(model, context.float_model, self.clip_teacher),
+                                    students, temperature=self.temperature,
+                                    guidance=self.guidance, feature_layers=self.feature_layers)
         schedule = context.schedule
-        optimizers = [cosine_sgd(schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch)
-                      for _ in range(len(students) + 1)]
+        rates = [schedule.learning_rate * self.teacher_learning_rate_scale] + [
+            schedule.learning_rate] * len(students)
+        optimizers = [cosine_sgd(rate, schedule.epochs, schedule.steps_per_epoch) for rate in rates]
         trainer.compile(optimizers[0], optimizers[1:])
         return trainer, students
