@@ -1,9 +1,44 @@
-"""The training setup every example and benchmark shares: SGD with momentum and a cosine schedule."""
-from kquant.backend import keras
+"""The training setup every example and benchmark shares: SGD with momentum and a cosine
+schedule, restarted where a technique's stages begin."""
+import math
+
+from kquant.backend import keras, tf
+from kquant.serialization import serializable
 
 
-def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9):
-    """SGD with momentum whose learning rate decays to 0 along a cosine over the run.
+@serializable()
+class RestartingCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """A cosine decay to 0 from `initial` within each segment between restarts.
+
+    lr(t) = initial * (1 + cos(pi * (t - s) / (e - s))) / 2 for s <= t < e, where s and e are
+    the steps at which t's segment starts and ends ([0, restarts..., total]).
+
+    Args:
+        initial: learning rate at the start of every segment.
+        total_steps: steps of the whole run.
+        restart_steps: steps at which the cosine starts again (0 < step < total_steps).
+    """
+
+    def __init__(self, initial, total_steps, restart_steps=()):
+        self.initial, self.total_steps = float(initial), int(total_steps)
+        self.restart_steps = sorted({int(s) for s in restart_steps if 0 < s < total_steps})
+
+    def __call__(self, step):
+        edges = tf.constant([0, *self.restart_steps, self.total_steps], tf.float32)
+        step = tf.minimum(tf.cast(step, tf.float32), float(self.total_steps))
+        segment = tf.clip_by_value(tf.searchsorted(edges, [step], side="right")[0] - 1, 0,
+                                   len(self.restart_steps))
+        start, end = edges[segment], edges[segment + 1]
+        return self.initial * 0.5 * (1.0 + tf.cos(math.pi * (step - start) / (end - start)))
+
+    def get_config(self):
+        return {"initial": self.initial, "total_steps": self.total_steps,
+                "restart_steps": self.restart_steps}
+
+
+def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, restart_steps=()):
+    """SGD with momentum whose learning rate decays to 0 along a cosine, over the whole run or
+    within each segment between `restart_steps` (`RestartingCosineDecay`).
 
     Raises:
         ValueError: if epochs, steps or learning rate are not positive.
@@ -11,12 +46,12 @@ def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9):
     if epochs < 1 or steps_per_epoch < 1 or learning_rate <= 0:
         raise ValueError("cosine_sgd: epochs and steps_per_epoch must be >= 1 and learning_rate "
                          f"> 0; got {epochs}, {steps_per_epoch}, {learning_rate}.")
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+    schedule = RestartingCosineDecay(learning_rate, epochs * steps_per_epoch, restart_steps)
     return keras.optimizers.SGD(schedule, momentum=momentum)
 
 
 def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9,
-                       optimizer=None):
+                       optimizer=None, restart_steps=()):
     """Compiles a logits-output classifier with sparse cross-entropy and accuracy.
 
     Args:
@@ -26,6 +61,7 @@ def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, mo
         steps_per_epoch: batches per epoch.
         momentum: SGD momentum (ignored if `optimizer` is given).
         optimizer: a Keras optimizer to use instead of SGD with the cosine schedule.
+        restart_steps: steps at which the cosine starts again.
 
     Returns:
         The model, compiled.
@@ -34,7 +70,7 @@ def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, mo
         ValueError: if epochs, steps or learning rate are not positive.
     """
     if optimizer is None:
-        optimizer = cosine_sgd(learning_rate, epochs, steps_per_epoch, momentum)
+        optimizer = cosine_sgd(learning_rate, epochs, steps_per_epoch, momentum, restart_steps)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])

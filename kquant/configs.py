@@ -8,7 +8,7 @@ logits) gets an 8-bit range learned from data, as TF-MOT's default scheme does.
 """
 from kquant.backend import keras, tfmot
 from kquant.graph import ACTIVATIONS, activation_name, is_activation_layer
-from kquant.serialization import custom_objects, serializable
+from kquant.serialization import serializable
 
 WEIGHT_LAYERS = {keras.layers.Conv2D: "kernel", keras.layers.Dense: "kernel",
                  keras.layers.DepthwiseConv2D: "depthwise_kernel"}
@@ -29,9 +29,7 @@ def _serialize(quantizer):
 
 
 def _deserialize(config):
-    # HDF5 files name nested objects by class name alone, without the "kquant>" package.
-    return keras.utils.deserialize_keras_object(config, custom_objects=custom_objects()) \
-        if config is not None else None
+    return keras.utils.deserialize_keras_object(config) if config is not None else None
 
 
 @serializable()

@@ -13,7 +13,7 @@ from kquant.quantizers.base import check_bits
 from kquant.quantizers.model_states import QuantizerState, quantizer_states
 
 __all__ = ["QuantizerState", "apply_deployed", "apply_requests", "assign", "quantizer_states",
-           "set_bits", "set_deployed", "set_enabled"]
+           "refit", "set_bits", "set_deployed", "set_enabled"]
 
 USER = "user"
 _requests = {}  # the enabled variable's ref() -> {source: (bits or None, enabled or None)}
@@ -98,6 +98,19 @@ def set_enabled(model, enabled, role=None, layers=None, source=USER):
         source: who asks (see the module docstring).
     """
     assign(_select(model, role, layers), enabled=enabled, source=source)
+
+
+def refit(model, role=None, layers=None):
+    """Asks quantizers to fit their data-dependent parameters (e.g. clips) again, on the next
+    training batch (`LowBitQuantizer.refit`); techniques call it when precision changes.
+
+    Args:
+        model: a kquant model, or a model that trains kquant models.
+        role: "weight", "activation", or None for both.
+        layers: names of the layers, or None for all.
+    """
+    for state in _select(model, role, layers):
+        state.quantizer.refit(state.variables)
 
 
 def apply_deployed(model):

@@ -29,6 +29,8 @@ def serializable(recipe_name=None):
             if key is not None and table.get(key, cls) is not cls:
                 raise ValueError(f"kquant: {key!r} is already registered for {table[key]!r}.")
         keras.utils.register_keras_serializable(package=PACKAGE)(cls)
+        # HDF5 files and optimizer configs name objects by class name alone.
+        keras.utils.get_custom_objects().setdefault(cls.__name__, cls)
         _CLASSES[cls.__name__] = cls
         if recipe_name is not None:
             _RECIPE_NAMES[recipe_name] = cls

@@ -73,12 +73,17 @@ def test_rising_or_invalid_schedules_are_refused_unless_asked(digits):
     assert [row[("middle", "weight")][0] for row in recorder.rows] == [2, 4]
 
 
-def test_the_default_schedule_is_the_papers_decreasing_one(digits):
+def test_the_default_schedule_decreases_and_gives_the_final_bits_half_the_epochs(digits):
     model, recorder = quantized_tiny(2, 2), Recorder()
     model.fit(digits.train.take(1), epochs=4, verbose=0, callbacks=[ProgressiveBitWidth(), recorder])
     assert [row[("middle", "weight")] for row in recorder.rows] == [
-        (2, False), (8, True), (4, True), (2, True)]
+        (8, True), (4, True), (2, True), (2, True)]
     assert [row[("block_out", "activation")] for row in recorder.rows] == [
+        (8, True), (4, True), (2, True), (2, True)]
+    model, recorder = quantized_tiny(2, 2), Recorder()
+    model.fit(digits.train.take(1), epochs=4, verbose=0, callbacks=[
+        ProgressiveBitWidth(float_stage=True, final_share=None), recorder])
+    assert [row[("middle", "weight")] for row in recorder.rows] == [
         (2, False), (8, True), (4, True), (2, True)]
 
 
@@ -93,10 +98,42 @@ def test_two_stage_quantizes_activations_from_the_boundary(digits):
         TwoStageQuantization(boundary_epoch=1, boundary_step=2)
 
 
-def test_two_stage_defaults_to_half_of_the_epochs(digits):
+def test_two_stage_gives_the_quantized_stage_three_quarters_of_the_epochs(digits):
     model, recorder = quantized_tiny(4, 4), Recorder()
     model.fit(digits.train.take(1), epochs=4, verbose=0, callbacks=[TwoStageQuantization(), recorder])
-    assert [row[("block_out", "activation")][1] for row in recorder.rows] == [False, False, True, True]
+    assert [row[("block_out", "activation")][1] for row in recorder.rows] == [False, True, True, True]
+    assert TwoStageQuantization(final_share=0.5).first_quantized_epoch(30) == 15
+
+
+def test_the_learning_rate_restarts_at_every_stage(digits):
+    from kquant import techniques
+
+    model = quantized_tiny(2, 2)
+    context = techniques.Context(techniques.Schedule(4, 10, 0.1))
+    training = techniques.prepare(model, "two-stage+progressive-bits", context)
+    steps = [0, 9, 10, 19, 20, 39]
+    values = [float(training.model.optimizer._learning_rate(t)) for t in steps]  # pylint: disable=protected-access
+    # two-stage starts its second stage at epoch 1; progressive [8, 4, 2] at epochs 1 and 2
+    assert values[0] == values[2] == values[4] == pytest.approx(0.1)
+    assert values[1] < 0.01 and values[3] < 0.01 and values[5] < 0.001
+    plain = techniques.prepare(quantized_tiny(2, 2), techniques.parse(
+        "two-stage", restart_learning_rate=False), context).model.optimizer
+    assert float(plain._learning_rate(10)) < 0.1  # pylint: disable=protected-access
+
+
+def test_clips_are_fit_again_to_the_first_batch_of_a_new_precision(digits):
+    model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(4, 2, activation_quantizer="pact"))
+    kquant.compile_classifier(model, 1e-6, 2, 3)  # a tiny rate: the clip moves by the refit only
+    clips = []
+
+    class ReadClip(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clips.append(float(model.get_layer("quant_block_out")._output_quantizer_vars["clip"]))  # pylint: disable=protected-access
+
+    model.fit(digits.train.take(3), epochs=2, verbose=0,
+              callbacks=[TwoStageQuantization(boundary_epoch=1), ReadClip()])
+    assert clips[0] == pytest.approx(6.0, abs=1e-3) and clips[2] == pytest.approx(6.0, abs=1e-3)
+    assert clips[3] < 5.0 and clips[3] == pytest.approx(clips[5], abs=1e-3)  # once, at the switch
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -210,7 +247,7 @@ def test_prepare_assembles_the_callbacks_and_refuses_what_cannot_combine(digits)
     from kquant import techniques
 
     model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(2, 2, weight_quantizer="direct-levels"))
-    context = techniques.Context(techniques.Schedule(2, 5, 0.01))
+    context = techniques.Context(techniques.Schedule(4, 5, 0.01))
     training = techniques.prepare(model, "two-stage+progressive-bits", context)
     assert training.model is model and training.deployable == [model]
     assert [type(c).__name__ for c in training.callbacks] == [

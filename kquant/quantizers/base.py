@@ -128,6 +128,11 @@ class LowBitQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
         del weights, values
         return None
 
+    def refit(self, weights):
+        """Fits data-dependent parameters again on the next training batch (e.g. a clip after
+        the bit-width changed); the default has none."""
+        del weights
+
     def training_callbacks(self):
         """Keras callbacks `fit` needs for this quantizer to train (one instance per class
         serves every quantizer of a model)."""
@@ -218,6 +223,25 @@ class ActivationQuantizer(LowBitQuantizer):
     def clip(self, weights):
         """The upper end of the range, a scalar tensor."""
         raise NotImplementedError
+
+    def batch_update(self, x, weights):
+        """State a training batch changes before it is quantized (e.g. a clip fit to it);
+        returns a tensor to wait for, or None for quantizers that have none."""
+        del x, weights
+        return None
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        if training is None or in_export_mode():
+            training = False
+        if type(self).batch_update is ActivationQuantizer.batch_update or training is False:
+            return super().__call__(inputs, training, weights, **kwargs)
+        if training is True:
+            update = self.batch_update(inputs, weights)
+        else:
+            update = tf.cond(tf.cast(training, tf.bool), lambda: self.batch_update(inputs, weights),
+                             lambda: tf.zeros([]))
+        with tf.control_dependencies([update]):
+            return super().__call__(inputs, training, weights, **kwargs)
 
     def quantize(self, x, weights):
         return uniform_activation(x, self.clip(weights), weights["bits"])

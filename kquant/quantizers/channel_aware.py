@@ -1,7 +1,7 @@
 """Channel-aware activation quantizer (Recipe name "channel-aware"): one clip per tensor, fit
 to the mean of per-channel normalised errors."""
 from kquant.backend import keras, tf
-from kquant.quantizers.base import ActivationQuantizer, in_export_mode
+from kquant.quantizers.base import ActivationQuantizer
 from kquant.quantizers.rounding import steps
 from kquant.serialization import serializable
 
@@ -181,7 +181,11 @@ class ChannelAwareActivationQuantizer(ActivationQuantizer):
         weights["fitted"].assign(1.0)
         return clip
 
-    def _update(self, x, weights):
+    def refit(self, weights):
+        """The next training batch's fit sets the clip directly, as the first batch's did."""
+        weights["fitted"].assign(0.0)
+
+    def batch_update(self, x, weights):
         """Moves the clip towards this batch's fit; returns the new clip."""
         batch_clip = fit_clip(tf.stop_gradient(x), weights["bits"], self.statistic, self.trim)
         momentum = tf.where(weights["fitted"] > 0.0, self.momentum, 0.0)
@@ -189,17 +193,6 @@ class ChannelAwareActivationQuantizer(ActivationQuantizer):
         new = tf.where(batch_clip > 0.0, momentum * clip + (1.0 - momentum) * batch_clip, clip)
         with tf.control_dependencies([clip.assign(new), weights["fitted"].assign(1.0)]):
             return tf.identity(new)
-
-    def __call__(self, inputs, training, weights, **kwargs):
-        if training is None or in_export_mode():
-            training = False
-        if isinstance(training, bool):
-            updates = [self._update(inputs, weights)] if training else []
-        else:
-            updates = [tf.cond(tf.cast(training, tf.bool), lambda: self._update(inputs, weights),
-                               lambda: tf.identity(weights["clip"]))]
-        with tf.control_dependencies(updates):
-            return super().__call__(inputs, training, weights, **kwargs)
 
     def get_config(self):
         return {**super().get_config(), "statistic": self.statistic, "momentum": self.momentum,

@@ -3,6 +3,7 @@ import numpy as np
 
 from kquant.backend import keras, tf
 from kquant.quantizers.base import ActivationQuantizer
+from kquant.quantizers.channel_aware import fit_clip
 from kquant.serialization import serializable
 
 
@@ -19,8 +20,11 @@ class PACTQuantizer(ActivationQuantizer):
     Parameterized Clipping Activation for Quantized Neural Networks", arXiv 1805.06085.
 
     kquant's choices: `initialize` starts alpha at a percentile of the float model's
-    activations (`kquant.calibrate_ranges`) instead of a fixed value; alpha is kept >= 1e-3
-    in the forward pass so a collapsed clip cannot divide by zero.
+    activations (`kquant.calibrate_ranges`) instead of a fixed value; after `refit` (which
+    techniques call when the bit-width changes) the next training batch sets alpha to the
+    channel-aware fit of that batch at the new bit-width (`fit_clip`, mean statistic), and
+    gradient steps go on from there (the optimizer state is kept); alpha is kept >= 1e-3 in
+    the forward pass so a collapsed clip cannot divide by zero.
 
     Args:
         bits: bit-width k, 1 to 8.
@@ -52,10 +56,25 @@ class PACTQuantizer(ActivationQuantizer):
             initializer=keras.initializers.Constant(self.initial_clip),
             regularizer=keras.regularizers.L2(self.clip_regularization),
             constraint=keras.constraints.NonNeg())
+        weights["refit"] = layer.add_weight(f"{name}_refit", shape=(), dtype=tf.float32,
+                                            trainable=False, initializer="zeros")
         return weights
 
     def clip(self, weights):
         return tf.maximum(weights["clip"], 1e-3)
+
+    def refit(self, weights):
+        weights["refit"].assign(1.0)
+
+    def batch_update(self, x, weights):
+        """After `refit`: alpha := the channel-aware fit of this batch; otherwise nothing."""
+        def fit():
+            clip = tf.maximum(fit_clip(tf.stop_gradient(x), weights["bits"]), 1e-3)
+            with tf.control_dependencies([weights["clip"].assign(clip),
+                                          weights["refit"].assign(0.0)]):
+                return tf.identity(clip)
+
+        return tf.cond(weights["refit"] > 0.5, fit, lambda: tf.zeros([]))
 
     def initialize(self, weights, values):
         """alpha := the `calibration_percentile` of the float activations `values`."""

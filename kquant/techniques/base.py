@@ -1,6 +1,6 @@
 """The technique protocol: what a technique needs, what it hands to `fit`, what it deploys."""
 import dataclasses
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from kquant import precision
 from kquant.backend import keras
@@ -14,11 +14,14 @@ class Schedule:
         epochs: epochs of the fit.
         steps_per_epoch: batches per epoch.
         learning_rate: initial learning rate.
+        restart_steps: steps at which the cosine starts again (`prepare` fills them in from
+            the techniques' `learning_rate_restarts`).
     """
 
     epochs: int
     steps_per_epoch: int
     learning_rate: float
+    restart_steps: Tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -76,6 +79,11 @@ class Technique:
     def callbacks(self, model, context):
         """The callbacks `fit` needs for this technique (none by default)."""
         del model, context
+        return []
+
+    def learning_rate_restarts(self, model, schedule):
+        """Training steps at which the learning-rate cosine should start again (none)."""
+        del model, schedule
         return []
 
     def build_trainer(self, model, context):

@@ -234,6 +234,7 @@ class JointDistillationTechnique(Technique):
         schedule = context.schedule
         rates = [schedule.learning_rate * self.teacher_learning_rate_scale] + [
             schedule.learning_rate] * len(students)
-        optimizers = [cosine_sgd(rate, schedule.epochs, schedule.steps_per_epoch) for rate in rates]
+        optimizers = [cosine_sgd(rate, schedule.epochs, schedule.steps_per_epoch,
+                                 restart_steps=schedule.restart_steps) for rate in rates]
         trainer.compile(optimizers[0], optimizers[1:])
         return trainer, students

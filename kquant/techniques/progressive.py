@@ -6,6 +6,7 @@ precision variables change between epochs (see `kquant.precision`): no model is 
 nothing recompiles. The stage is computed from the epoch, which `BackupAndRestore` restores,
 so an interrupted run resumes in the stage of the epoch it resumes at.
 """
+import itertools
 from typing import Mapping, Optional, Sequence, Union
 
 from kquant import precision
@@ -19,9 +20,11 @@ DECREASING = "decreasing"
 Schedule = Union[str, Sequence[int], Mapping[int, int]]
 
 
-def decreasing_schedule(target_bits):
-    """The paper's 32 -> 8 -> 4 -> 2 sequence, cut at the target: e.g. [32, 8, 4] for 4 bits."""
-    return [b for b in (FLOAT, 8, 4, 2) if b > target_bits] + [target_bits]
+def decreasing_schedule(target_bits, float_stage=True):
+    """The paper's 32 -> 8 -> 4 -> 2 sequence, cut at the target: e.g. [32, 8, 4] for 4 bits
+    (without the 32-bit stage unless `float_stage`)."""
+    return [b for b in (FLOAT, 8, 4, 2) if b > target_bits and (float_stage or b != FLOAT)] + [
+        target_bits]
 
 
 def _check_bits_list(name, values):
@@ -31,11 +34,13 @@ def _check_bits_list(name, values):
                              f"{MIN_BITS}-{MAX_BITS} and {FLOAT} (full precision).")
 
 
-def stage_starts(schedule: Schedule, epochs: int, name: str = "schedule"):
+def stage_starts(schedule: Schedule, epochs: int, name: str = "schedule", final_share=None):
     """Turns a schedule into {first epoch: bits}.
 
-    A sequence gives every stage an equal share of the epochs (earlier stages take the
-    remainder); a mapping is used as it is and must start at epoch 0.
+    A sequence gives the last stage `final_share` of the epochs (rounded, leaving every other
+    stage at least one) and the other stages equal shares of the rest (earlier stages take the
+    remainder); with `final_share` None every stage gets an equal share. A mapping is used as
+    it is and must start at epoch 0.
 
     Raises:
         ValueError: if the schedule has more stages than epochs, or epochs outside the run.
@@ -50,12 +55,17 @@ def stage_starts(schedule: Schedule, epochs: int, name: str = "schedule"):
     if not stages or len(stages) > epochs:
         raise ValueError(f"ProgressiveBitWidth: {name} {stages} has {len(stages)} stages but fit "
                          f"runs {epochs} epochs; give at most one stage per epoch.")
-    share, extra = divmod(epochs, len(stages))
-    starts, epoch = {}, 0
-    for i, bits in enumerate(stages):
-        starts[epoch] = bits
-        epoch += share + (1 if i < extra else 0)
-    return starts
+    if final_share is None or len(stages) == 1:
+        lengths = _equal_shares(epochs, len(stages))
+    else:
+        final = min(max(1, round(final_share * epochs)), epochs - len(stages) + 1)
+        lengths = _equal_shares(epochs - final, len(stages) - 1) + [final]
+    return dict(zip(itertools.accumulate([0] + lengths[:-1]), stages))
+
+
+def _equal_shares(epochs, count):
+    """`count` lengths adding up to `epochs`, earlier ones taking the remainder."""
+    return [epochs // count + (1 if i < epochs % count else 0) for i in range(count)]
 
 
 @register
@@ -67,12 +77,24 @@ class ProgressiveBitWidth(PrecisionSchedule):
     deployed at the schedule's final bit-width are scheduled (`deploy_bits`), so layers kept at
     other precisions (the 8-bit first and last layers) stay as they are.
 
+    kquant's defaults (the paper gives equal shares and one schedule): the decreasing schedule
+    leaves out the 32-bit stage (`float_stage`), since kquant's QAT starts from a trained float
+    model, which that stage would only train again; the final, deployed bit-width gets half
+    the epochs (`final_share`); the learning-rate cosine starts again at every stage (through
+    `kquant.techniques.prepare`), so later stages are not trained on the tail of one cosine;
+    and the activation clips are fit again on the first batch of every stage
+    (`kquant.precision.refit`). The optimizer state is kept.
+
     Args:
-        weight_schedule: "decreasing" (the paper's 32 -> 8 -> 4 -> 2, cut at the weights'
-            lowest deployed bit-width, in equal shares of the epochs), a sequence of bit-widths
-            (equal shares) or a mapping {first epoch: bits}; None leaves weights alone.
+        weight_schedule: "decreasing" (32 -> 8 -> 4 -> 2 cut at the weights' lowest deployed
+            bit-width), a sequence of bit-widths or a mapping {first epoch: bits}; None leaves
+            weights alone.
         activation_schedule: the same for activations.
         allow_increase: allow a schedule whose bit-width goes up.
+        float_stage: begin "decreasing" schedules with the 32-bit stage.
+        final_share: the share of the epochs a sequence's last stage gets; None: equal shares.
+        restart_learning_rate: restart the cosine at every stage.
+        refit_clips: fit the activation clips again at every stage.
 
     Raises:
         ValueError: for bits outside 1-8 and 32, a rising schedule without `allow_increase`,
@@ -83,8 +105,15 @@ class ProgressiveBitWidth(PrecisionSchedule):
 
     def __init__(self, weight_schedule: Optional[Schedule] = DECREASING,
                  activation_schedule: Optional[Schedule] = DECREASING,
-                 allow_increase: bool = False):
+                 allow_increase: bool = False, float_stage: bool = False,
+                 final_share: Optional[float] = 0.5, restart_learning_rate: bool = True,
+                 refit_clips: bool = True):
         super().__init__()
+        if final_share is not None and not 0 < final_share < 1:
+            raise ValueError(f"ProgressiveBitWidth: final_share must be in (0, 1) or None, got "
+                             f"{final_share!r}.")
+        self.float_stage, self.final_share = float_stage, final_share
+        self.restart_learning_rate, self.refit_clips = restart_learning_rate, refit_clips
         self.schedules = {"weight": weight_schedule, "activation": activation_schedule}
         for role, schedule in self.schedules.items():
             if schedule is None or schedule == DECREASING:
@@ -98,18 +127,31 @@ class ProgressiveBitWidth(PrecisionSchedule):
             if not allow_increase and any(b > a for a, b in zip(values, values[1:])):
                 raise ValueError(f"ProgressiveBitWidth: {role}_schedule {values} goes up; "
                                  "pass allow_increase=True if that is intended.")
-        self._starts = {}
+        self._starts, self._bits = {}, {}
 
-    def on_train_begin(self, logs=None):
-        epochs = self.params["epochs"]
-        states = precision.quantizer_states(self.model)
-        self._starts = {}
+    def stages(self, model, epochs):
+        """{role: {first epoch: bits}} for a model trained `epochs` epochs."""
+        states = precision.quantizer_states(model)
+        starts = {}
         for role, schedule in self.schedules.items():
             if schedule == DECREASING:
                 schedule = decreasing_schedule(min(
-                    (s.quantizer.deploy_bits for s in states if s.role == role), default=8))
+                    (s.quantizer.deploy_bits for s in states if s.role == role), default=8),
+                    self.float_stage)
             if schedule is not None:
-                self._starts[role] = stage_starts(schedule, epochs, f"{role}_schedule")
+                starts[role] = stage_starts(schedule, epochs, f"{role}_schedule", self.final_share)
+        return starts
+
+    def learning_rate_restarts(self, model, schedule):
+        if not self.restart_learning_rate:
+            return []
+        return sorted({epoch * schedule.steps_per_epoch
+                       for starts in self.stages(model, schedule.epochs).values()
+                       for epoch in starts if epoch > 0})
+
+    def on_train_begin(self, logs=None):
+        states = precision.quantizer_states(self.model)
+        self._starts, self._bits = self.stages(self.model, self.params["epochs"]), {}
         for role, starts in self._starts.items():
             target = list(starts.values())[-1]
             if not any(s.role == role and s.quantizer.deploy_bits == target for s in states):
@@ -124,9 +166,14 @@ class ProgressiveBitWidth(PrecisionSchedule):
                 for role, starts in self._starts.items()}
 
     def on_epoch_begin(self, epoch, logs=None):
+        changed = False
         for role, bits in self.bits_at(epoch).items():
             target = list(self._starts[role].values())[-1]
             states = [s for s in precision.quantizer_states(self.model)
                       if s.role == role and s.quantizer.deploy_bits == target]
             precision.assign(states, bits=None if bits == FLOAT else bits, enabled=bits != FLOAT,
                              source=self.name)
+            changed |= self._bits.get(role, bits) != bits
+            self._bits[role] = bits
+        if changed and self.refit_clips:
+            precision.refit(self.model, role="activation")

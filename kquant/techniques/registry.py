@@ -1,4 +1,5 @@
 """Techniques by name: register, parse "a+b", and prepare what `fit` trains."""
+import dataclasses
 import inspect
 
 from kquant.compile import compile_classifier
@@ -64,7 +65,8 @@ def prepare(model, techniques, context):
     """Assembles what `fit` trains for `techniques`, with every callback it needs.
 
     Without a technique that trains models of its own, `model` is compiled (SGD with momentum,
-    cosine decay over the schedule). The callbacks are the techniques' followed by those the
+    cosine decay over the schedule, restarted where any technique asks:
+    `learning_rate_restarts`). The callbacks are the techniques' followed by those the
     quantizers ask for (e.g. learnable levels' direct update).
 
     Args:
@@ -89,11 +91,15 @@ def prepare(model, techniques, context):
     if len(trainers) > 1:
         raise ValueError(f"Techniques {trainers} each train models of their own; combine at most "
                          "one of them with others.")
-    schedule = context.schedule
+    restarts = sorted({step for t in chosen
+                       for step in t.learning_rate_restarts(model, context.schedule)})
+    schedule = dataclasses.replace(context.schedule, restart_steps=tuple(restarts))
+    context = dataclasses.replace(context, schedule=schedule)
     if trainers:
         trainable, deployable = next(t for t in chosen if t.trains_models).build_trainer(model, context)
     else:
-        trainable, deployable = compile_classifier(model, schedule.learning_rate, schedule.epochs,
-                                                   schedule.steps_per_epoch), [model]
+        trainable, deployable = compile_classifier(
+            model, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
+            restart_steps=schedule.restart_steps), [model]
     callbacks = [c for t in chosen for c in t.callbacks(model, context)]
     return Training(trainable, callbacks + training_callbacks(trainable), deployable)
