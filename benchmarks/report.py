@@ -19,21 +19,26 @@ METHOD_DESCRIPTIONS = {
     "channel-aware": "kquant, DoReFa weights + channel-aware activation clips (mean per-channel "
                      "error, EMA), calibrated",
     "direct-levels+channel-aware": "both of the above",
-    "two-stage": "kquant-pact-calibrated, weights quantized first, activations from half the "
-                 "epochs (`TwoStageQuantization`)",
-    "progressive-bits": "kquant-pact-calibrated, bit-widths 32 -> 8 -> 4 -> 2 in equal stages "
-                        "(`ProgressiveBitWidth`)",
+    "two-stage": "kquant-pact-calibrated, weights quantized first, then activations "
+                 "(`TwoStageQuantization`); from 2e23ed0 the quantized stage gets 3/4 of the "
+                 "epochs with a restarted cosine and re-fit clips, before it half the epochs on "
+                 "one cosine",
+    "progressive-bits": "kquant-pact-calibrated, decreasing bit-widths (`ProgressiveBitWidth`); "
+                        "from 2e23ed0 8 -> 4 -> 2 with half the epochs at the final bits, a "
+                        "restarted cosine and re-fit clips at every stage, before it 32 -> 8 -> 4 "
+                        "-> 2 in equal stages on one cosine",
     "stochastic-precision": "kquant-pact-calibrated, residual blocks quantized with probability "
                             "ramping 0.25 -> 1 (`StochasticPrecision`)",
     "joint-distillation": "kquant-pact-calibrated, 2-bit and 4-bit students with one float "
-                          "teacher (`JointDistillation`); each row reports its student",
+                          "teacher (`JointDistillation`); each row reports its student; from "
+                          "b6a76f0 the teacher learns at 0.2x the students' rate, as released",
     "joint-distillation+direct-levels+channel-aware": "joint distillation with "
                                                       "direct-levels+channel-aware students",
     "tfmot-8bit": "TF-MOT's default 8-bit QAT (W8A8 only)",
     "qkeras": "QKeras quantized_bits weights + quantized_relu activations",
     "larq": "Larq DoReFa weights and activations (first conv, last dense float)",
 }
-COLUMNS = ["method", "weight_bits", "activation_bits", "epochs", "keras_top1", "tflite_top1",
+COLUMNS = ["method", "weight_bits", "activation_bits", "epochs", "seed", "keras_top1", "tflite_top1",
            "drop", "agreement", "train_throughput_ratio", "tflite_bytes", "size_ratio",
            "latency_ratio_1thread", "latency_ratio_2threads"]
 
@@ -106,26 +111,49 @@ NOT_BUILT_ON_PLAIN_QAT = ("float", "kquant-dorefa", "kquant-pact", PLAIN_QAT, "t
                           "larq")
 
 
+def seed_groups(rows):
+    """{(method, weight bits): [rows]}, one list per method and bit-width over its seeds, in
+    the order the rows come."""
+    groups = collections.defaultdict(list)
+    for r in rows:
+        groups[(r["method"], r["weight_bits"])].append(r)
+    return groups
+
+
+def _mean_top1(group):
+    return sum(r["keras_top1"] for r in group) / len(group)
+
+
+def _over_seeds(group):
+    """ " (mean of n seeds, spread s)" for several seeds, else nothing."""
+    if len(group) == 1:
+        return ""
+    top1 = [r["keras_top1"] for r in group]
+    return f" (mean of {len(group)} seeds, spread {100 * (max(top1) - min(top1)):.2f})"
+
+
 def against_plain_qat(rows, timed):
     """Lines comparing each technique or new quantizer with plain QAT at the same bits.
 
-    The papers' claim is that each improves on plain quantization-aware training. The step-time
-    cost comes from `benchmarks/step_time.py` (`timed`), where the methods share one process.
+    The papers' claim is that each improves on plain quantization-aware training. Where a
+    method ran with several seeds, its mean is compared (with the spread, the noise to judge
+    the difference by). The step-time cost comes from `benchmarks/step_time.py` (`timed`),
+    where the methods share one process.
     """
-    plain = {r["weight_bits"]: r for r in rows if r["method"] == PLAIN_QAT}
+    groups = seed_groups(rows)
     step_time = {(t["method"], t["weight_bits"]): t["step_time_vs_plain_qat"] for t in timed}
     lines = []
-    for r in rows:
-        base = plain.get(r["weight_bits"])
-        if r["method"] in NOT_BUILT_ON_PLAIN_QAT or base is None:
+    for (method, bits), group in groups.items():
+        base = groups.get((PLAIN_QAT, bits))
+        if method in NOT_BUILT_ON_PLAIN_QAT or base is None:
             continue
-        gain = 100 * (r["keras_top1"] - base["keras_top1"])
-        cost = step_time.get((r["method"], r["weight_bits"]))
-        parts = [f"`{p['method']}` {100 * (r['keras_top1'] - p['keras_top1']):+.2f}"
-                 for p in _largest_parts(r, rows)]
-        lines.append(f"- `{r['method']}` W{r['weight_bits']}A{r['activation_bits']}: {gain:+.2f} "
-                     f"points against plain QAT ({100 * base['keras_top1']:.2f}): beats it: "
-                     f"{'yes' if gain > 0 else 'NO'}; step time "
+        gain = 100 * (_mean_top1(group) - _mean_top1(base))
+        cost = step_time.get((method, bits))
+        parts = [f"`{p}` {100 * (_mean_top1(group) - _mean_top1(groups[(p, bits)])):+.2f}"
+                 for p in _largest_parts(method, bits, groups)]
+        lines.append(f"- `{method}` W{bits}A{group[0]['activation_bits']}: {gain:+.2f} points"
+                     f"{_over_seeds(group)} against plain QAT ({100 * _mean_top1(base):.2f}"
+                     f"{_over_seeds(base)}): beats it: {'yes' if gain > 0 else 'NO'}; step time "
                      + (f"{cost:.2f}x plain QAT's" if cost else "not measured")
                      + (f"; against its parts: {', '.join(parts)}" if parts else ""))
     return lines
@@ -144,14 +172,13 @@ def step_time_spread(timed):
     return max(spreads) if spreads else None
 
 
-def _largest_parts(row, rows):
-    """Rows at the same bits whose methods are the largest '+'-combinations inside `row`'s."""
-    def parts(r):
-        return frozenset(r["method"].split("+"))
+def _largest_parts(method, bits, groups):
+    """Methods measured at `bits` that are the largest '+'-combinations inside `method`."""
+    def parts(name):
+        return frozenset(name.split("+"))
 
-    inside = [r for r in rows if r["weight_bits"] == row["weight_bits"]
-              and parts(r) < parts(row)]
-    return [r for r in inside if not any(parts(r) < parts(other) for other in inside)]
+    inside = [m for m, b in groups if b == bits and parts(m) < parts(method)]
+    return [m for m in inside if not any(parts(m) < parts(other) for other in inside)]
 
 
 def plot(suite, records, path):

@@ -49,7 +49,7 @@ flags.DEFINE_string("technique", "none", "Training technique(s), joined with '+'
                     f"{kquant.techniques.names()}; or none.")
 # Technique options: each goes to the named techniques that take it, only when given.
 flags.DEFINE_integer("boundary_epoch", None, "two-stage: first epoch with quantized activations "
-                     "(default: half of the epochs).")
+                     "(default: the last 3/4 of the epochs are quantized).")
 flags.DEFINE_float("initial_probability", None, "stochastic-precision: p0, ramping to 1 "
                    "(default 0.25).")
 flags.DEFINE_list("student_bits", None, "joint-distillation: bit-widths (W=A) of the students "

@@ -40,3 +40,18 @@ def test_step_time_spread_is_the_largest_difference_between_runs_of_one_method()
              for m, ratio in [("a", 1.0), ("a", 1.4), ("b", 2.0), ("b", 2.1), ("c", 3.0)]]
     assert abs(report.step_time_spread(timed) - 0.4) < 1e-9
     assert report.step_time_spread(timed[4:]) is None
+
+
+def test_several_seeds_are_compared_by_their_mean_with_the_spread(tmp_path):
+    row = dict(suite="s", weight_bits=2, activation_bits=2, float_top1=0.8)
+    write(tmp_path / "s.jsonl", [
+        dict(row, method="kquant-pact-calibrated", keras_top1=top1, seed=seed)
+        for seed, top1 in enumerate([0.70, 0.72, 0.74])] + [
+        dict(row, method="two-stage", keras_top1=top1, seed=seed)
+        for seed, top1 in enumerate([0.73, 0.75])] + [
+        dict(row, method="two-stage", keras_top1=0.10, seed=9, superseded="an old run")])
+    rows = report.load(str(tmp_path))["s"]
+    assert len(rows) == 5  # the superseded row is left out
+    [line] = report.against_plain_qat(rows, [])
+    assert line.startswith("- `two-stage` W2A2: +2.00 points (mean of 2 seeds, spread 2.00) "
+                           "against plain QAT (72.00 (mean of 3 seeds, spread 4.00))")
