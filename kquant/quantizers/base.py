@@ -221,8 +221,9 @@ class ActivationQuantizer(LowBitQuantizer):
     fixed_clip = None  # the clip, for quantizers whose clip never changes; None when it is learned
 
     def clip(self, weights):
-        """The upper end of the range, a scalar tensor."""
-        raise NotImplementedError
+        """The upper end of the range, a scalar tensor: by default the variable "clip" that a
+        subclass builds, kept >= 1e-3 so a collapsed clip cannot divide by zero."""
+        return tf.maximum(weights["clip"], 1e-3)
 
     def batch_update(self, x, weights):
         """State a training batch changes before it is quantized (e.g. a clip fit to it);

@@ -169,9 +169,6 @@ class ChannelAwareActivationQuantizer(ActivationQuantizer):
                                              trainable=False, initializer="zeros")
         return weights
 
-    def clip(self, weights):
-        return tf.maximum(weights["clip"], 1e-3)
-
     def initialize(self, weights, values):
         """Sets the clip to this quantizer's fit of the float activations `values`; training
         continues the moving average from there."""

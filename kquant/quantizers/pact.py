@@ -60,9 +60,6 @@ class PACTQuantizer(ActivationQuantizer):
                                             trainable=False, initializer="zeros")
         return weights
 
-    def clip(self, weights):
-        return tf.maximum(weights["clip"], 1e-3)
-
     def refit(self, weights):
         weights["refit"].assign(1.0)
 

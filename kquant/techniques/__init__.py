@@ -5,7 +5,7 @@
 
 Names (join with '+'): see `names()`. Callback techniques also work on their own in `fit`.
 """
-from kquant.techniques.base import Context, Schedule, Technique, Training
+from kquant.techniques.base import Context, PrecisionSchedule, Schedule, Technique, Training
 from kquant.techniques.cotraining import CoTraining
 from kquant.techniques.joint_distillation import (JointDistillation, JointDistillationTechnique,
                                                   clipped_teacher, teacher_for)
@@ -15,6 +15,6 @@ from kquant.techniques.stochastic_precision import StochasticPrecision
 from kquant.techniques.two_stage import TwoStageQuantization
 
 __all__ = ["CoTraining", "Context", "JointDistillation", "JointDistillationTechnique",
-           "ProgressiveBitWidth", "Schedule", "StochasticPrecision", "Technique", "Training",
+           "PrecisionSchedule", "ProgressiveBitWidth", "Schedule", "StochasticPrecision", "Technique", "Training",
            "TwoStageQuantization", "clipped_teacher", "decreasing_schedule", "names", "options_of", "parse",
            "prepare", "register", "teacher_for"]

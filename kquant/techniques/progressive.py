@@ -127,7 +127,7 @@ class ProgressiveBitWidth(PrecisionSchedule):
             if not allow_increase and any(b > a for a, b in zip(values, values[1:])):
                 raise ValueError(f"ProgressiveBitWidth: {role}_schedule {values} goes up; "
                                  "pass allow_increase=True if that is intended.")
-        self._starts, self._bits = {}, {}
+        self._starts = {}
 
     def stages(self, model, epochs):
         """{role: {first epoch: bits}} for a model trained `epochs` epochs."""
@@ -151,7 +151,7 @@ class ProgressiveBitWidth(PrecisionSchedule):
 
     def on_train_begin(self, logs=None):
         states = precision.quantizer_states(self.model)
-        self._starts, self._bits = self.stages(self.model, self.params["epochs"]), {}
+        self._starts = self.stages(self.model, self.params["epochs"])
         for role, starts in self._starts.items():
             target = list(starts.values())[-1]
             if not any(s.role == role and s.quantizer.deploy_bits == target for s in states):
@@ -166,14 +166,12 @@ class ProgressiveBitWidth(PrecisionSchedule):
                 for role, starts in self._starts.items()}
 
     def on_epoch_begin(self, epoch, logs=None):
-        changed = False
         for role, bits in self.bits_at(epoch).items():
             target = list(self._starts[role].values())[-1]
             states = [s for s in precision.quantizer_states(self.model)
                       if s.role == role and s.quantizer.deploy_bits == target]
             precision.assign(states, bits=None if bits == FLOAT else bits, enabled=bits != FLOAT,
                              source=self.name)
-            changed |= self._bits.get(role, bits) != bits
-            self._bits[role] = bits
-        if changed and self.refit_clips:
+        # A stage starts here (also when a run resumes at this epoch).
+        if self.refit_clips and epoch > 0 and self.bits_at(epoch) != self.bits_at(epoch - 1):
             precision.refit(self.model, role="activation")

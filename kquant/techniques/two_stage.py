@@ -78,18 +78,19 @@ class TwoStageQuantization(PrecisionSchedule):
                              f"inside the run (1 to {steps * epochs - 1}).")
         self._quantized = None
 
-    def _set(self, quantized):
+    def _set(self, quantized, at_boundary):
         if quantized != self._quantized:
             precision.set_enabled(self.model, quantized, role="activation", source=self.name)
             precision.set_enabled(self.model, True, role="weight", source=self.name)
-            if self.refit_clips and quantized and self._quantized is False:
-                precision.refit(self.model, role="activation")
             self._quantized = quantized
+        if self.refit_clips and at_boundary:  # also when a run resumes at the boundary
+            precision.refit(self.model, role="activation")
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.boundary_step is None:
-            self._set(epoch >= self._epoch)
+            self._set(epoch >= self._epoch, epoch == self._epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.boundary_step is not None:
-            self._set(int(self.model.optimizer.iterations.numpy()) >= self.boundary_step)
+            step = int(self.model.optimizer.iterations.numpy())
+            self._set(step >= self.boundary_step, step == self.boundary_step)
