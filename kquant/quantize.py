@@ -115,8 +115,8 @@ def quantize_model(model, recipe=None):
     layer_configs = plan(model, recipe)
 
     def annotate(layer):
-        fresh = layer.__class__.from_config(layer.get_config())
-        return _tfmot_keras.quantize_annotate_layer(fresh, layer_configs[layer.name])
+        return _tfmot_keras.quantize_annotate_layer(_fresh_layer(layer, layer_configs[layer.name]),
+                                                    layer_configs[layer.name])
 
     if isinstance(model, keras.Sequential):  # as functional, it gets kquant's input quantizer
         model = keras.Model(model.inputs, model.outputs, name=model.name)
@@ -129,6 +129,17 @@ def quantize_model(model, recipe=None):
     _copy_float_weights(model, quantized)
     initialize_weight_quantizers(quantized)
     return quantized
+
+
+def _fresh_layer(layer, layer_config):
+    """A new copy of a float layer; linear where its output quantizer replaces the activation
+    (e.g. the sign of binary networks, which needs the pre-activation)."""
+    config = layer.get_config()
+    if getattr(getattr(layer_config, "output_quantizer", None), "replaces_activation", False):
+        if graph.is_activation_layer(layer):
+            return keras.layers.Activation("linear", name=layer.name)
+        config["activation"] = "linear"
+    return layer.__class__.from_config(config)
 
 
 def _rebuild_config(config):

@@ -22,8 +22,10 @@ def dorefa(weights, bits, per_channel=False):
 def test_dorefa_weights_have_two_to_the_bits_levels_within_the_float_range(bits):
     w = np.random.default_rng(bits).normal(size=(3, 3, 16, 32)).astype(np.float32)
     _, _, w_q = dorefa(w, bits)
-    levels = np.unique(w_q)
-    assert len(levels) == (255 if bits == 8 else 2 ** bits)
+    if bits == 1:  # a scale per output channel: two values in each
+        assert all(len(np.unique(w_q[..., c])) == 2 for c in range(w.shape[-1]))
+    else:
+        assert len(np.unique(w_q)) == (255 if bits == 8 else 2 ** bits)
     assert np.abs(w_q).max() <= np.abs(w).max() * (1 + 1e-6)
 
 
@@ -34,11 +36,26 @@ def test_dorefa_levels_are_evenly_spaced_odd_multiples_of_the_step():
     np.testing.assert_allclose(np.unique(codes), np.arange(-7, 8, 2), atol=1e-4)
 
 
-def test_one_bit_weights_are_sign_times_mean_absolute_value_per_channel():
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_one_bit_weights_are_sign_times_mean_absolute_value_per_channel(per_channel):
     w = np.random.default_rng(1).normal(size=(3, 3, 4, 6)).astype(np.float32)
-    _, _, w_q = dorefa(w, 1, per_channel=True)
-    expected = np.sign(w) * np.abs(w).mean(axis=(0, 1, 2))
+    w[0, 0, 0, 0] = 0.0  # sign(0) is +1: still two values
+    _, _, w_q = dorefa(w, 1, per_channel=per_channel)
+    expected = np.where(w >= 0, 1.0, -1.0) * np.abs(w).mean(axis=(0, 1, 2))
     np.testing.assert_allclose(w_q, expected, rtol=1e-5)
+
+
+def test_one_bit_scale_can_follow_per_channel_and_its_gradient_is_the_identity():
+    w = tf.Variable(np.random.default_rng(4).normal(size=(3, 3, 4, 6)).astype(np.float32))
+    quantizer = DoReFaWeightQuantizer(1, binary_per_channel=False)
+    variables = build(quantizer, w)
+    with tf.GradientTape() as tape:
+        w_q = quantizer(w, training=True, weights=variables)
+        loss = tf.reduce_sum(w_q * np.arange(w_q.shape[-1], dtype=np.float32))
+    np.testing.assert_allclose(np.unique(np.abs(w_q.numpy())), [np.abs(w.numpy()).mean()], rtol=1e-5)
+    # DoReFa's (and BinaryConnect's) k = 1 estimator: dw_q/dw = 1
+    expected = np.broadcast_to(np.arange(6, dtype=np.float32), w.shape)
+    np.testing.assert_allclose(tape.gradient(loss, w).numpy(), expected, rtol=1e-5)
 
 
 def test_per_channel_weights_have_their_own_scale():

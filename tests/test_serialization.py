@@ -12,6 +12,7 @@ RECIPES = {  # together they hold every registered quantizer
     "direct-levels+channel-aware": kquant.Recipe(2, 2, weight_quantizer="direct-levels",
                                                  activation_quantizer="channel-aware",
                                                  per_channel=True),
+    "binary+sign": kquant.Recipe(1, 1, activation_quantizer="sign"),
 }
 
 

@@ -1,4 +1,5 @@
 """The TFLite interpreter: LiteRT first, then the old tflite_runtime wheel, then TensorFlow's."""
+import warnings
 
 
 def interpreter_class():
@@ -27,7 +28,9 @@ def make_interpreter(tflite_bytes, num_threads=1, keep_all_tensors=False):
         num_threads: CPU threads.
         keep_all_tensors: keep intermediate tensors readable after `invoke` (for inspection).
     """
-    interpreter = interpreter_class()(model_content=tflite_bytes, num_threads=num_threads,
-                                      experimental_preserve_all_tensors=keep_all_tensors)
+    with warnings.catch_warnings():  # LiteRT warns that kept tensors are "for debugging"
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        interpreter = interpreter_class()(model_content=tflite_bytes, num_threads=num_threads,
+                                          experimental_preserve_all_tensors=keep_all_tensors)
     interpreter.allocate_tensors()
     return interpreter

@@ -9,8 +9,9 @@ from kquant.quantizers.direct_levels import DirectLevelsUpdate, DirectLevelsWeig
 from kquant.quantizers.dorefa import DoReFaWeightQuantizer
 from kquant.quantizers.model_states import QuantizerState, quantizer_states, training_callbacks
 from kquant.quantizers.pact import PACTQuantizer
+from kquant.quantizers.signed import SignActivationQuantizer
 
 __all__ = ["ActivationGrid", "ActivationQuantizer", "ChannelAwareActivationQuantizer",
            "ClippedActivationQuantizer", "DirectLevelsUpdate", "DirectLevelsWeightQuantizer",
            "DoReFaWeightQuantizer", "LowBitQuantizer", "LowBitWeightQuantizer", "PACTQuantizer",
-           "QuantizerState", "export_mode", "fit_clip", "quantizer_states", "training_callbacks"]
+           "QuantizerState", "SignActivationQuantizer", "export_mode", "fit_clip", "quantizer_states", "training_callbacks"]

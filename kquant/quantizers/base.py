@@ -56,7 +56,8 @@ class ActivationGrid:
     """The grid an activation quantizer puts its output on (what the TFLite tensor holds).
 
     Attributes:
-        step: distance between neighbouring levels (the int8 tensor's scale).
+        step: the scale of the int8 tensor holding the levels: the distance between
+            neighbouring levels, or half of it for symmetric grids without a zero level.
         low, high: the smallest and largest level.
         levels: how many levels there are.
     """
@@ -219,6 +220,7 @@ class ActivationQuantizer(LowBitQuantizer):
     """
 
     fixed_clip = None  # the clip, for quantizers whose clip never changes; None when it is learned
+    replaces_activation = False  # True: takes the pre-activation (quantize_model drops the ReLU)
 
     def clip(self, weights):
         """The upper end of the range, a scalar tensor: by default the variable "clip" that a

@@ -14,14 +14,16 @@ class DoReFaWeightQuantizer(LowBitWeightQuantizer):
 
         w_n = tanh(w) / (2 * max|tanh(w)|) + 0.5
         w_q = max|w| * (2 * round(n * w_n) / n - 1)              for 2 <= k <= 7
-        w_q = mean|w| * sign(w)                                  for k = 1
         w_q = max|w| * round(127 * (2 * w_n - 1)) / 127          for k = 8
+        w_q = mean|w| * sign(w)                                  for k = 1 (binary)
 
     Backward: straight-through for the rounding, so dw_q/dw = max|w| * (1 - tanh(w)^2) /
-    max|tanh(w)| (the scales max|w| and mean|w| are held constant).
+    max|tanh(w)| for k >= 2; for k = 1 the paper's dw_q/dw = 1 (BinaryConnect's estimator).
+    The scales max|w| and mean|w| are held constant. sign(0) is +1.
 
     Paper: Zhou, Wu, Ni, Zhou, Wen, Zou, "DoReFa-Net: Training Low Bitwidth Convolutional
-    Neural Networks with Low Bitwidth Gradients", arXiv 1606.06160.
+    Neural Networks with Low Bitwidth Gradients", arXiv 1606.06160; the binary scale mean|w|
+    per output channel is XNOR-Net's (Rastegari, Ordonez, Redmon, Farhadi, arXiv 1603.05279).
 
     kquant's choices, beyond the paper: the grid is multiplied by max|w| so a quantized layer
     keeps the magnitude of its float weights (it matters for layers without batch norm after
@@ -30,13 +32,22 @@ class DoReFaWeightQuantizer(LowBitWeightQuantizer):
     grid is an integer code in [-127, 127] times a per-channel step, which the TFLite export
     keeps exactly. Depthwise and dense kernels: see `LowBitWeightQuantizer`.
 
+    The bit-width is a variable, so schedules move one quantizer from k bits down to binary.
+
     Args:
         bits: bit-width k, 1 to 8.
         per_channel: statistics per output channel instead of per layer.
+        binary_per_channel: at 1 bit, scale each output channel by its own mean|w| (XNOR-Net's
+            choice, the default) whatever `per_channel` says; False follows `per_channel`.
     """
 
-    def _reduce(self, fn, x):
-        axes = list(range(len(x.shape) - 1)) if self.channelwise else None
+    def __init__(self, bits, per_channel=False, binary_per_channel=True):
+        super().__init__(bits, per_channel)
+        self.binary_per_channel = bool(binary_per_channel)
+
+    def _reduce(self, fn, x, channelwise=None):
+        channelwise = self.channelwise if channelwise is None else channelwise and not self._dense
+        axes = list(range(len(x.shape) - 1)) if channelwise else None
         return tf.stop_gradient(fn(x, axis=axes))
 
     def codes_and_step(self, w, weights):
@@ -53,12 +64,17 @@ class DoReFaWeightQuantizer(LowBitWeightQuantizer):
         n = steps(bits)
         t = tf.tanh(w)
         w_n = t / (2.0 * self._reduce(tf.reduce_max, tf.abs(t))) + 0.5
-        eight_bit = bits >= 8.0
-        # k bits: odd codes -n..n; 8 bits: the narrow int8 grid -127..127; 1 bit: sign.
-        codes = tf.where(eight_bit, round_ste(127.0 * (2.0 * w_n - 1.0)), 2.0 * round_ste(n * w_n) - n)
+        eight_bit, binary = bits >= 8.0, bits <= 1.0
+        mean = self._reduce(tf.reduce_mean, tf.abs(w),
+                            self.binary_per_channel or self.per_channel)
+        # 1 bit: sign with gradient 1 on w_q (so 1 / mean|w| on the code); k bits: odd codes
+        # -n..n; 8 bits: the narrow int8 grid -127..127.
+        sign = 2.0 * tf.cast(w >= 0.0, tf.float32) - 1.0
+        ste_sign = sign + (w - tf.stop_gradient(w)) / tf.maximum(mean, 1e-12)
+        codes = tf.where(binary, ste_sign, tf.where(
+            eight_bit, round_ste(127.0 * (2.0 * w_n - 1.0)), 2.0 * round_ste(n * w_n) - n))
         largest_code = tf.where(eight_bit, 127.0, n)
-        largest_value = tf.where(bits <= 1.0, self._reduce(tf.reduce_mean, tf.abs(w)),
-                                 self._reduce(tf.reduce_max, tf.abs(w)))
+        largest_value = tf.where(binary, mean, self._reduce(tf.reduce_max, tf.abs(w)))
         spread = tf.floor(127.0 / largest_code)
         step = tf.maximum(largest_value, 1e-12) / (largest_code * spread)
         return codes * spread, step
@@ -66,3 +82,6 @@ class DoReFaWeightQuantizer(LowBitWeightQuantizer):
     def quantize(self, w, weights):
         codes, step = self.codes_and_step(w, weights)
         return self._int8_grid(codes * step, step, w.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "binary_per_channel": self.binary_per_channel}
