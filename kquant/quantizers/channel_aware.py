@@ -26,10 +26,13 @@ def _sample_rows(rows, max_rows):
     row when there are no more.
 
     A fixed stride would alias with the map's width: at batch 128 on 32x32 maps every
-    (rows // 1024)-th row lies in column 0, the border computed from zero padding.
+    (rows // 1024)-th row lies in column 0, the border computed from zero padding. The draw is
+    seeded by the batch itself (stateless), so a run resumed from a checkpoint draws the same
+    rows as an uninterrupted one.
     """
     count = tf.shape(rows)[0]
-    chosen = tf.random.uniform([max_rows], 0, tf.maximum(count, 1), dtype=tf.int32)
+    seed = tf.stack([count, tf.bitcast(tf.reduce_sum(rows), tf.int32)])
+    chosen = tf.random.stateless_uniform([max_rows], seed, 0, tf.maximum(count, 1), dtype=tf.int32)
     return tf.cond(count <= max_rows, lambda: rows, lambda: tf.gather(rows, chosen))
 
 
