@@ -56,8 +56,20 @@ flags.DEFINE_list("student_bits", None, "joint-distillation: bit-widths (W=A) of
                   "trained with one teacher; the trained model is the one at its own bits "
                   "(default 2,4).")
 flags.DEFINE_float("temperature", None, "joint-distillation: softmax temperature (default 1).")
+flags.DEFINE_integer("first_bits", None, "ctmq-chain, ctmq-cyclic: bits of the first chain "
+                     "step (default: one step above the target).")
+flags.DEFINE_integer("bits_per_step", None, "ctmq-chain, ctmq-cyclic: bits each chain step drops "
+                     "(default 1).")
+flags.DEFINE_integer("cycles", None, "ctmq-cyclic: full-precision/low-bit cycles after the chain "
+                     "(default 1).")
+flags.DEFINE_integer("step_epochs", None, "ctmq-chain, ctmq-cyclic: epochs per chain step "
+                     "(default 1; the final phase also gets the remaining epochs).")
+flags.DEFINE_integer("cycle_epochs", None, "ctmq-cyclic: epochs per phase of a cycle "
+                     "(default: step_epochs).")
 TECHNIQUE_OPTIONS = {"boundary_epoch": int, "initial_probability": float,
-                     "student_bits": lambda bits: [int(b) for b in bits], "temperature": float}
+                     "student_bits": lambda bits: [int(b) for b in bits], "temperature": float,
+                     "first_bits": int, "bits_per_step": int, "cycles": int, "step_epochs": int,
+                     "cycle_epochs": int}
 flags.DEFINE_bool("float_reference", True, "Also train the float model from scratch on the same "
                   "budget and report its accuracy (skipped with --init_from).")
 
@@ -77,7 +89,10 @@ def fit_and_evaluate(model, data, techniques=(), callbacks=(), float_model=None,
     schedule = kquant.techniques.Schedule(FLAGS.epochs, math.ceil(data.train_size / FLAGS.batch_size),
                                           FLAGS.learning_rate)
     context = kquant.techniques.Context(schedule, float_model, data.train, quantize)
-    training = kquant.techniques.prepare(model, techniques, context)
+    try:
+        training = kquant.techniques.prepare(model, techniques, context)
+    except ValueError as error:  # a technique's plan that does not fit these flags
+        raise app.UsageError(str(error))
     start = time.time()
     training.model.fit(data.train, epochs=FLAGS.epochs, validation_data=data.test,
                        callbacks=training.callbacks + list(callbacks),

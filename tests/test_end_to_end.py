@@ -27,7 +27,7 @@ def test_main_job_trains_w4a4_on_digits_and_tflite_agrees(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("technique", ["two-stage", "progressive-bits", "stochastic-precision",
-                                       "joint-distillation"])
+                                       "joint-distillation", "ctmq-cyclic"])
 def test_each_technique_trains_and_exports_from_the_main_job(tmp_path, technique):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
                              f"--technique={technique}", "--epochs=4", "--float_reference=false",
@@ -55,3 +55,12 @@ def test_float_then_calibrated_pact_from_the_saved_float_model(tmp_path):
     record = run(f"--init_from={float_path}", "--activation_quantizer=pact", "--weight_bits=2",
                  "--activation_bits=2")
     assert record["keras_top1"] > 0.8 and record["agreement"] >= 0.97
+
+
+def test_a_technique_plan_that_does_not_fit_the_epochs_is_a_usage_error(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
+                             "--technique=ctmq-cyclic", "--cycles=3", "--epochs=4",
+                             "--float_reference=false", "--export_dir=", "--limit=64"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "the plan needs 8 epochs" in result.stderr and "Traceback" not in result.stderr

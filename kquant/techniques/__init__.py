@@ -7,6 +7,7 @@ Names (join with '+'): see `names()`. Callback techniques also work on their own
 """
 from kquant.techniques.base import Context, PrecisionSchedule, Schedule, Technique, Training
 from kquant.techniques.cotraining import CoTraining
+from kquant.techniques.ctmq import CyclicMultiStep, MultiStepChain, Phase
 from kquant.techniques.joint_distillation import (JointDistillation, JointDistillationTechnique,
                                                   clipped_teacher, teacher_for)
 from kquant.techniques.progressive import ProgressiveBitWidth, decreasing_schedule
@@ -14,7 +15,8 @@ from kquant.techniques.registry import names, options_of, parse, prepare, regist
 from kquant.techniques.stochastic_precision import StochasticPrecision
 from kquant.techniques.two_stage import TwoStageQuantization
 
-__all__ = ["CoTraining", "Context", "JointDistillation", "JointDistillationTechnique",
-           "PrecisionSchedule", "ProgressiveBitWidth", "Schedule", "StochasticPrecision", "Technique", "Training",
-           "TwoStageQuantization", "clipped_teacher", "decreasing_schedule", "names", "options_of", "parse",
-           "prepare", "register", "teacher_for"]
+__all__ = ["CoTraining", "Context", "CyclicMultiStep", "JointDistillation",
+           "JointDistillationTechnique", "MultiStepChain", "Phase", "PrecisionSchedule",
+           "ProgressiveBitWidth", "Schedule", "StochasticPrecision", "Technique", "Training",
+           "TwoStageQuantization", "clipped_teacher", "decreasing_schedule", "names", "options_of",
+           "parse", "prepare", "register", "teacher_for"]
