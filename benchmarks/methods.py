@@ -23,12 +23,12 @@ class Method:
     techniques: tuple = ()  # kquant training techniques (see kquant.techniques)
     calibrate: bool = False  # start learned ranges from the float model (kquant.calibrate_ranges)
 
-    def quantized(self, float_model, bits, data):
-        """The model this method trains at W`bits`A`bits`, from a copy of the float model
-        (its learned ranges calibrated on `data` where the method says so)."""
+    def quantized(self, float_model, weight_bits, activation_bits, data):
+        """The model this method trains at W`weight_bits`A`activation_bits`, from a copy of the
+        float model (its learned ranges calibrated on `data` where the method says so)."""
         copy = keras.models.clone_model(float_model)
         copy.set_weights(float_model.get_weights())
-        model = self.build(copy, bits, bits)
+        model = self.build(copy, weight_bits, activation_bits)
         if self.calibrate:
             kquant.calibrate_ranges(model, float_model, data.take(4))
         return model

@@ -80,7 +80,7 @@ def _cell(record, column):
 
 def goals(rows):
     """Lines saying, for each kquant row, whether it meets the goals of the benchmark issue."""
-    peers = {(r["method"], r["weight_bits"]): r["keras_top1"] for r in rows
+    peers = {(r["method"], r["weight_bits"], r["activation_bits"]): r["keras_top1"] for r in rows
              if r["method"] in ("qkeras", "larq")}
     lines = []
     for r in rows:
@@ -92,9 +92,10 @@ def goals(rows):
         if allowed is not None:
             checks.append(f"drop {drop:.2f} <= {allowed:g}: {'yes' if drop <= allowed else 'NO'}")
         for peer in ("qkeras", "larq"):
-            if (peer, bits) in peers:
-                ok = r["keras_top1"] >= peers[(peer, bits)]
-                checks.append(f">= {peer} ({100 * peers[(peer, bits)]:.2f}): {'yes' if ok else 'NO'}")
+            peer_top1 = peers.get((peer, bits, r["activation_bits"]))
+            if peer_top1 is not None:
+                ok = r["keras_top1"] >= peer_top1
+                checks.append(f">= {peer} ({100 * peer_top1:.2f}): {'yes' if ok else 'NO'}")
         ratio = r["train_throughput_ratio"]
         checks.append(f"throughput {ratio:.2f} >= 0.75: {'yes' if ratio >= 0.75 else 'NO'}")
         if r.get("tflite_bytes"):
@@ -112,11 +113,11 @@ NOT_BUILT_ON_PLAIN_QAT = ("float", "kquant-dorefa", "kquant-pact", PLAIN_QAT, "t
 
 
 def seed_groups(rows):
-    """{(method, weight bits): [rows]}, one list per method and bit-width over its seeds, in
-    the order the rows come."""
+    """{(method, weight bits, activation bits): [rows]}, one list per method and bit-widths
+    over its seeds, in the order the rows come."""
     groups = collections.defaultdict(list)
     for r in rows:
-        groups[(r["method"], r["weight_bits"])].append(r)
+        groups[(r["method"], r["weight_bits"], r["activation_bits"])].append(r)
     return groups
 
 
@@ -141,17 +142,18 @@ def against_plain_qat(rows, timed):
     where the methods share one process.
     """
     groups = seed_groups(rows)
-    step_time = {(t["method"], t["weight_bits"]): t["step_time_vs_plain_qat"] for t in timed}
+    step_time = {(t["method"], t["weight_bits"], t.get("activation_bits", t["weight_bits"])):
+                 t["step_time_vs_plain_qat"] for t in timed}
     lines = []
-    for (method, bits), group in groups.items():
-        base = groups.get((PLAIN_QAT, bits))
+    for (method, *bits), group in groups.items():
+        base = groups.get((PLAIN_QAT, *bits))
         if method in NOT_BUILT_ON_PLAIN_QAT or base is None:
             continue
         gain = 100 * (_mean_top1(group) - _mean_top1(base))
-        cost = step_time.get((method, bits))
-        parts = [f"`{p}` {100 * (_mean_top1(group) - _mean_top1(groups[(p, bits)])):+.2f}"
+        cost = step_time.get((method, *bits))
+        parts = [f"`{p}` {100 * (_mean_top1(group) - _mean_top1(groups[(p, *bits)])):+.2f}"
                  for p in _largest_parts(method, bits, groups)]
-        lines.append(f"- `{method}` W{bits}A{group[0]['activation_bits']}: {gain:+.2f} points"
+        lines.append(f"- `{method}` W{bits[0]}A{bits[1]}: {gain:+.2f} points"
                      f"{_over_seeds(group)} against plain QAT ({100 * _mean_top1(base):.2f}"
                      f"{_over_seeds(base)}): beats it: {'yes' if gain > 0 else 'NO'}; step time "
                      + (f"{cost:.2f}x plain QAT's" if cost else "not measured")
@@ -173,11 +175,12 @@ def step_time_spread(timed):
 
 
 def _largest_parts(method, bits, groups):
-    """Methods measured at `bits` that are the largest '+'-combinations inside `method`."""
+    """Methods measured at `bits` ([weight, activation]) that are the largest
+    '+'-combinations inside `method`."""
     def parts(name):
         return frozenset(name.split("+"))
 
-    inside = [m for m, b in groups if b == bits and parts(m) < parts(method)]
+    inside = [m for m, *b in groups if b == list(bits) and parts(m) < parts(method)]
     return [m for m in inside if not any(parts(m) < parts(other) for other in inside)]
 
 
@@ -192,8 +195,10 @@ def plot(suite, records, path):
     ax.axhline(100 * float_top1, color="gray", linestyle="--", label="float")
     by_method = collections.defaultdict(list)
     for r in records:
-        if r["method"] != "float":
-            by_method[r["method"]].append((r["weight_bits"], 100 * r["keras_top1"]))
+        if r["method"] != "float":  # rows with other activation bits get a line of their own
+            label = r["method"] + ("" if r["activation_bits"] == r["weight_bits"]
+                                   else f" (A{r['activation_bits']})")
+            by_method[label].append((r["weight_bits"], 100 * r["keras_top1"]))
     colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
     for i, (method, points) in enumerate(sorted(by_method.items())):
         points.sort()

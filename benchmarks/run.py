@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 
 from absl import app, flags
@@ -31,7 +32,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "mnist-cnn", list(suites.SUITES), "Which suite.")
 flags.DEFINE_list("methods", list(METHODS), f"Methods, from {list(METHODS)}, or kquant "
                   f"techniques {kquant.techniques.names()} joined with '+'.")
-flags.DEFINE_list("bits", ["4", "2"], "Bit-widths (weights = activations) for low-bit methods.")
+flags.DEFINE_list("bits", ["4", "2"], "Bit-widths of low-bit methods: N for WNAN, or WNAM "
+                  "(e.g. W1A2) for other activation bits.")
 flags.DEFINE_integer("epochs", 0, "QAT epochs (0: the suite's default).")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
 flags.DEFINE_integer("float_epochs", 0, "Epochs of the float model of suites that train it here "
@@ -52,6 +54,19 @@ def _versions():
         except md.PackageNotFoundError:
             pass
     return found
+
+
+def bit_pairs(entries):
+    """[(weight bits, activation bits)] from entries such as "4" (W4A4) and "W1A2".
+
+    Raises:
+        app.UsageError: for entries of neither form.
+    """
+    match = [re.fullmatch(r"(\d+)|[wW](\d+)[aA](\d+)", entry.strip()) for entry in entries]
+    wrong = [entry for entry, m in zip(entries, match) if m is None]
+    if wrong:
+        raise app.UsageError(f"--bits: {wrong} are neither N (WNAN) nor WNAM, e.g. 4,W1A2.")
+    return [(int(m[1]), int(m[1])) if m[1] else (int(m[2]), int(m[3])) for m in match]
 
 
 def _done(path):
@@ -106,22 +121,22 @@ def main(argv):
                           **provenance})
     for name in FLAGS.methods:
         chosen = method(name)
-        for bits in ([8] if name == "tfmot-8bit" else [int(b) for b in FLAGS.bits]):
-            if (name, bits, bits, epochs, FLAGS.seed) in done:
-                print(f"skip {name} W{bits}A{bits}: already in {results}")
+        for bits, activation_bits in ([(8, 8)] if name == "tfmot-8bit" else bit_pairs(FLAGS.bits)):
+            if (name, bits, activation_bits, epochs, FLAGS.seed) in done:
+                print(f"skip {name} W{bits}A{activation_bits}: already in {results}")
                 continue
             keras.utils.set_random_seed(FLAGS.seed)
-            record = dict(common, method=name, weight_bits=bits, activation_bits=bits,
+            record = dict(common, method=name, weight_bits=bits, activation_bits=activation_bits,
                           epochs=epochs, note=chosen.note)
             try:
-                model = chosen.quantized(float_model, bits, data.train)
+                model = chosen.quantized(float_model, bits, activation_bits, data.train)
             except ImportError as error:
                 print(f"skip {name}: {error}")
                 continue
             reference_speed = float_speed()  # just before, so both see the same machine load
             keras_top1, speed = suites.train(
                 model, data, suite, epochs, chosen.techniques, float_model,
-                lambda other: chosen.quantized(float_model, other, data.train), FLAGS.seed)
+                lambda other: chosen.quantized(float_model, other, other, data.train), FLAGS.seed)
             record.update(keras_top1=round(keras_top1, 4),
                           train_throughput_ratio=round(speed / reference_speed, 3), tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,

@@ -45,9 +45,9 @@ def main(argv):
     for name in names:
         chosen = method(name)
         training = suites.prepare(
-            chosen.quantized(float_model, bits, data.train), suite, FLAGS.rounds, FLAGS.steps,
+            chosen.quantized(float_model, bits, bits, data.train), suite, FLAGS.rounds, FLAGS.steps,
             chosen.techniques, float_model,
-            lambda other, chosen=chosen: chosen.quantized(float_model, other, data.train),
+            lambda other, chosen=chosen: chosen.quantized(float_model, other, other, data.train),
             FLAGS.seed)
         runs[name] = (training.model, training.callbacks, StepTimer(suite["batch_size"], skip=3))
     for turn in range(FLAGS.passes):

@@ -45,3 +45,16 @@ def test_technique_combinations_build_on_the_named_quantizer_method():
     for wrong in ("direct-levels+qkeras", "two-stage+tfmot-8bit", "fast"):
         with pytest.raises(ValueError, match="choose from"):
             method(wrong)
+
+
+def test_bit_widths_name_weights_and_activations_separately():
+    from absl import app
+
+    from benchmarks.methods import METHODS, method
+    from benchmarks.run import bit_pairs
+
+    assert bit_pairs(["4", "W1A2", "w1a1"]) == [(4, 4), (1, 2), (1, 1)]
+    with pytest.raises(app.UsageError, match="W1"):
+        bit_pairs(["2", "W1"])
+    assert method("ctmq-cyclic").techniques == ("ctmq-cyclic",)
+    assert method("ctmq-chain").build is METHODS["kquant-pact-calibrated"].build

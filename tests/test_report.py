@@ -55,3 +55,15 @@ def test_several_seeds_are_compared_by_their_mean_with_the_spread(tmp_path):
     [line] = report.against_plain_qat(rows, [])
     assert line.startswith("- `two-stage` W2A2: +2.00 points (mean of 2 seeds, spread 2.00) "
                            "against plain QAT (72.00 (mean of 3 seeds, spread 4.00))")
+
+
+def test_rows_with_other_activation_bits_are_compared_at_their_own_bits(tmp_path):
+    row = dict(suite="s", seed=0, float_top1=0.8, weight_bits=1)
+    write(tmp_path / "s.jsonl", [
+        dict(row, method="kquant-pact-calibrated", activation_bits=1, keras_top1=0.50),
+        dict(row, method="kquant-pact-calibrated", activation_bits=2, keras_top1=0.60),
+        dict(row, method="ctmq-chain", activation_bits=1, keras_top1=0.55),
+        dict(row, method="ctmq-chain", activation_bits=2, keras_top1=0.58)])
+    lines = report.against_plain_qat(report.load(str(tmp_path))["s"], [])
+    assert lines[0].startswith("- `ctmq-chain` W1A1: +5.00 points against plain QAT (50.00)")
+    assert lines[1].startswith("- `ctmq-chain` W1A2: -2.00 points against plain QAT (60.00)")
