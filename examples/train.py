@@ -16,9 +16,10 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
 
 import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 from kquant.backend import keras  # noqa: E402
@@ -66,10 +67,14 @@ flags.DEFINE_integer("step_epochs", None, "ctmq-chain, ctmq-cyclic: epochs per c
                      "(default 1; the final phase also gets the remaining epochs).")
 flags.DEFINE_integer("cycle_epochs", None, "ctmq-cyclic: epochs per phase of a cycle "
                      "(default: step_epochs).")
+flags.DEFINE_list("attach_to", None, "auxiliary-module: layer names for the adaptors (default: "
+                  "every residual Add).")
+flags.DEFINE_float("auxiliary_weight", None, "auxiliary-module: weight of the auxiliary head's "
+                   "loss (default 1).")
 TECHNIQUE_OPTIONS = {"boundary_epoch": int, "initial_probability": float,
                      "student_bits": lambda bits: [int(b) for b in bits], "temperature": float,
                      "first_bits": int, "bits_per_step": int, "cycles": int, "step_epochs": int,
-                     "cycle_epochs": int}
+                     "cycle_epochs": int, "attach_to": list, "auxiliary_weight": float}
 flags.DEFINE_bool("float_reference", True, "Also train the float model from scratch on the same "
                   "budget and report its accuracy (skipped with --init_from).")
 
@@ -107,6 +112,8 @@ def fit_and_evaluate(model, data, techniques=(), callbacks=(), float_model=None,
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:  # the converter's info lines; --verbosity=0 shows them
+        logging.set_verbosity(logging.WARNING)
     keras.utils.set_random_seed(FLAGS.seed)
     data = kquant.load_dataset(FLAGS.dataset, FLAGS.batch_size, seed=FLAGS.seed,
                                limit=FLAGS.limit or None)

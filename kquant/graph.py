@@ -91,3 +91,17 @@ def residual_units(model):
     if current:
         units.append(current)
     return units
+
+
+def residual_adds(model):
+    """Names of a model's Add layers (inside TF-MOT wrappers too), in order: the outputs of
+    its residual blocks, before their activations."""
+    return [unwrap(layer).name for layer in model.layers
+            if isinstance(unwrap(layer), keras.layers.Add)]
+
+
+def find_layer(model, name):
+    """The layer of `model` named `name`, or wrapping a layer of that name; None if there is
+    none."""
+    return next((layer for layer in model.layers if name in (layer.name, unwrap(layer).name)),
+                None)

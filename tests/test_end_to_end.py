@@ -27,7 +27,7 @@ def test_main_job_trains_w4a4_on_digits_and_tflite_agrees(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("technique", ["two-stage", "progressive-bits", "stochastic-precision",
-                                       "joint-distillation", "ctmq-cyclic"])
+                                       "joint-distillation", "ctmq-cyclic", "auxiliary-module"])
 def test_each_technique_trains_and_exports_from_the_main_job(tmp_path, technique):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
                              f"--technique={technique}", "--epochs=4", "--float_reference=false",

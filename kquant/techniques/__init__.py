@@ -5,6 +5,7 @@
 
 Names (join with '+'): see `names()`. Callback techniques also work on their own in `fit`.
 """
+from kquant.techniques.auxiliary_module import AuxiliaryModule, auxiliary_trainer
 from kquant.techniques.base import Context, PrecisionSchedule, Schedule, Technique, Training
 from kquant.techniques.cotraining import CoTraining
 from kquant.techniques.ctmq import CyclicMultiStep, MultiStepChain, Phase
@@ -15,8 +16,8 @@ from kquant.techniques.registry import names, options_of, parse, prepare, regist
 from kquant.techniques.stochastic_precision import StochasticPrecision
 from kquant.techniques.two_stage import TwoStageQuantization
 
-__all__ = ["CoTraining", "Context", "CyclicMultiStep", "JointDistillation",
+__all__ = ["AuxiliaryModule", "CoTraining", "Context", "CyclicMultiStep", "JointDistillation",
            "JointDistillationTechnique", "MultiStepChain", "Phase", "PrecisionSchedule",
            "ProgressiveBitWidth", "Schedule", "StochasticPrecision", "Technique", "Training",
-           "TwoStageQuantization", "clipped_teacher", "decreasing_schedule", "names", "options_of",
+           "TwoStageQuantization", "auxiliary_trainer", "clipped_teacher", "decreasing_schedule", "names", "options_of",
            "parse", "prepare", "register", "teacher_for"]
