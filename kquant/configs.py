@@ -133,10 +133,10 @@ def config_for(layer, recipe, layer_consumers, first_or_last):
     if isinstance(layer, keras.layers.BatchNormalization):
         return OutputConfig(None if feeds_activation else eight_bit_output_quantizer())
     if isinstance(layer, MERGE_LAYERS):
-        # The converter folds an activation quantizer's shift of its input (the sign form)
+        # The converter folds an activation quantizer's shift of its input (sign, sparse codes)
         # into a conv's bias, not into an Add: there the sum gets an int8 tensor of its own.
         fused = feeds_activation and not any(
-            recipe.activation_quantizer_for(c).replaces_activation for c in layer_consumers)
+            recipe.activation_quantizer_for(c).input_shift for c in layer_consumers)
         return OutputConfig(None if fused else eight_bit_output_quantizer())
     if isinstance(layer, AVERAGE_POOLING):
         return OutputConfig(eight_bit_output_quantizer())

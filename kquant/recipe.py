@@ -34,7 +34,8 @@ class Recipe:
             mean per-channel error), or a callable `bits -> Quantizer`.
         per_channel: weight statistics (or levels) per output channel instead of per layer.
         first_last_bits: weight bits of the first conv and the last dense (or conv) layer, as
-            the low-bit papers keep them; None quantizes them like the rest.
+            the low-bit papers keep them; None quantizes them like the rest. A weight
+            quantizer of one fixed bit-width (ternary) leaves these layers to DoReFa's grid.
         overrides: per-layer settings, keyed by layer name or layer class, each a dict with
             "weight_bits" and/or "activation_bits". Names win over classes, and both win over
             `first_last_bits`.
@@ -62,6 +63,10 @@ class Recipe:
             if isinstance(value, str) and value not in known:
                 raise ValueError(f"Recipe: {kind} must be one of {sorted(known)} or a callable "
                                  f"bits -> Quantizer, got {value!r}.")
+        fixed = getattr(weight_quantizers().get(self.weight_quantizer), "fixed_bits", None)
+        if fixed is not None and self.weight_bits != fixed:
+            raise ValueError(f"Recipe: weight_quantizer {self.weight_quantizer!r} has {fixed} "
+                             f"bits only; weight_bits must be {fixed}, got {self.weight_bits}.")
         for key, settings in self.overrides.items():
             unknown = set(settings) - set(_OVERRIDE_KEYS)
             if unknown:
@@ -83,7 +88,10 @@ class Recipe:
         """Returns a new weight quantizer for a layer."""
         bits = self.bits_for(layer, "weight_bits", first_or_last)
         if isinstance(self.weight_quantizer, str):
-            return weight_quantizers()[self.weight_quantizer](bits, per_channel=self.per_channel)
+            chosen = weight_quantizers()[self.weight_quantizer]
+            if first_or_last and chosen.fixed_bits not in (None, bits):
+                chosen = weight_quantizers()["dorefa"]
+            return chosen(bits, per_channel=self.per_channel)
         return self.weight_quantizer(bits)
 
     def activation_quantizer_for(self, layer):

@@ -13,6 +13,8 @@ RECIPES = {  # together they hold every registered quantizer
                                                  activation_quantizer="channel-aware",
                                                  per_channel=True),
     "binary+sign": kquant.Recipe(1, 1, activation_quantizer="sign"),
+    "ternary+sparse": kquant.Recipe(2, 2, weight_quantizer="ternary", activation_quantizer="sparse",
+                                    per_channel=True),
 }
 
 

@@ -10,8 +10,12 @@ from kquant.quantizers.dorefa import DoReFaWeightQuantizer
 from kquant.quantizers.model_states import QuantizerState, quantizer_states, training_callbacks
 from kquant.quantizers.pact import PACTQuantizer
 from kquant.quantizers.signed import SignActivationQuantizer
+from kquant.quantizers.sparse import SparseActivationQuantizer
+from kquant.quantizers.ternary import TernaryWeightQuantizer
 
 __all__ = ["ActivationGrid", "ActivationQuantizer", "ChannelAwareActivationQuantizer",
            "ClippedActivationQuantizer", "DirectLevelsUpdate", "DirectLevelsWeightQuantizer",
            "DoReFaWeightQuantizer", "LowBitQuantizer", "LowBitWeightQuantizer", "PACTQuantizer",
-           "QuantizerState", "SignActivationQuantizer", "export_mode", "fit_clip", "quantizer_states", "training_callbacks"]
+           "QuantizerState", "SignActivationQuantizer", "SparseActivationQuantizer",
+           "TernaryWeightQuantizer", "export_mode", "fit_clip", "quantizer_states",
+           "training_callbacks"]

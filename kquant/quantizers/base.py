@@ -85,6 +85,7 @@ class LowBitQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     """
 
     variable_bits = True  # False: the bit-width shapes variables and is fixed at build
+    fixed_bits = None  # the only bit-width a quantizer takes (ternary: 2), or None for 1 to 8
 
     def __init__(self, bits):
         self.deploy_bits = check_bits(bits, type(self).__name__)
@@ -221,6 +222,7 @@ class ActivationQuantizer(LowBitQuantizer):
 
     fixed_clip = None  # the clip, for quantizers whose clip never changes; None when it is learned
     replaces_activation = False  # True: takes the pre-activation (quantize_model drops the ReLU)
+    input_shift = 0.0  # a constant added to the input before rounding (folded into a conv bias)
 
     def clip(self, weights):
         """The upper end of the range, a scalar tensor: by default the variable "clip" that a

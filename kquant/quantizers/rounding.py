@@ -37,3 +37,19 @@ def uniform_activation(x, clip, bits):
     top = tf.stop_gradient(255.0 * clip / steps(bits))
     y = tf.quantization.fake_quant_with_min_max_vars(x, 0.0, top, num_bits=8, narrow_range=False)
     return tf.minimum(y, clip)
+
+
+def straight_through(forward, x, low, high):
+    """forward(x), with gradient 1 for low <= x <= high and 0 outside (the clipped
+    straight-through estimator), whatever ops `forward` uses to put x on its grid.
+
+    `forward` must close over tensors only (no variable reads inside it).
+    """
+    @tf.custom_gradient
+    def function(a):
+        def gradient(dy):
+            return dy * tf.cast((a >= low) & (a <= high), dy.dtype)
+
+        return forward(a), gradient
+
+    return function(x)

@@ -1,7 +1,7 @@
 """Symmetric activations on [-c, c], down to the sign of binary networks (Recipe name "sign")."""
 from kquant.backend import tf
 from kquant.quantizers.base import ActivationGrid, ActivationQuantizer
-from kquant.quantizers.rounding import steps
+from kquant.quantizers.rounding import steps, straight_through
 from kquant.serialization import serializable
 
 MAX_SIGNED_BITS = 7  # the levels are odd multiples of c / n, and int8 holds them up to n = 127
@@ -51,26 +51,25 @@ class SignActivationQuantizer(ActivationQuantizer):
             raise ValueError(f"SignActivationQuantizer: clip must be > 0, got {clip!r}.")
         self.fixed_clip = float(clip)
 
+    @property
+    def input_shift(self):
+        return self.fixed_clip
+
     def clip(self, weights):
         return tf.constant(self.fixed_clip)
 
     def quantize(self, x, weights):
         c, n = self.fixed_clip, steps(weights["bits"])
 
-        @tf.custom_gradient
         def symmetric(a):
             # Rounding where the accumulator is requantized (grid 2c / n from a + c, shift
             # folded into the conv bias), then relabelled onto codes of scale c / n.
             top = 255.0 * 2.0 * c / n
             u = tf.minimum(tf.quantization.fake_quant_with_min_max_vars(a + c, 0.0, top), 2.0 * c)
-            y = tf.quantization.fake_quant_with_min_max_vars(u - c, -128.0 * c / n, 127.0 * c / n)
+            return tf.quantization.fake_quant_with_min_max_vars(u - c, -128.0 * c / n,
+                                                                127.0 * c / n)
 
-            def grad(dy):
-                return dy * tf.cast(tf.abs(a) <= c, dy.dtype)
-
-            return y, grad
-
-        return symmetric(x)
+        return straight_through(symmetric, x, -c, c)
 
     def bypass(self, x, weights):
         return tf.clip_by_value(x, -self.fixed_clip, self.fixed_clip)
