@@ -34,10 +34,12 @@ class Method:
         return model
 
 
-def _kquant(activation_quantizer, weight_quantizer="dorefa", per_channel=False):
-    def build(float_model, weight_bits, activation_bits):
+def _kquant(activation_quantizer, weight_quantizer="dorefa", per_channel=False, weight_bits=None):
+    """A builder; `weight_bits` fixes the weights' bits whatever the row's (ternary: 2; TSQ's
+    step 1 keeps 8-bit weights, the nearest to its float weights that exports as integers)."""
+    def build(float_model, row_weight_bits, activation_bits):
         return kquant.quantize_model(float_model, kquant.Recipe(
-            weight_bits, activation_bits, weight_quantizer=weight_quantizer,
+            weight_bits or row_weight_bits, activation_bits, weight_quantizer=weight_quantizer,
             activation_quantizer=activation_quantizer, per_channel=per_channel))
     return build
 
@@ -140,6 +142,22 @@ METHODS = {
     "direct-levels+channel-aware": Method(
         "direct-levels+channel-aware", _kquant("channel-aware", "direct-levels", per_channel=True),
         tflite_export.convert, "both of the above; calibrated", calibrate=True),
+    "ternary-pact-calibrated": Method(
+        "ternary-pact-calibrated", _kquant("pact", "ternary", per_channel=True, weight_bits=2),
+        tflite_export.convert, "plain QAT with ternary weights (TWN, per channel) and PACT "
+        "activations; calibrated", calibrate=True),
+    "tsq-step1": Method(
+        "tsq-step1", _kquant("sparse", weight_bits=8), tflite_export.convert,
+        "TSQ step 1 only: sparse activation codes, 8-bit weights (float in the paper)",
+        calibrate=True),
+    "tsq": Method(
+        "tsq", _kquant("sparse", "ternary", per_channel=True, weight_bits=2), tflite_export.convert,
+        "TSQ: code learning for all epochs, then ternary weights solved layer by layer",
+        ("tsq",), calibrate=True),
+    "tsq+finetune": Method(
+        "tsq+finetune", _kquant("sparse", "ternary", per_channel=True, weight_bits=2),
+        tflite_export.convert, "TSQ with the last quarter of the epochs fine-tuning the ternary "
+        "network", ("tsq-finetune",), calibrate=True),
     "tfmot-8bit": Method("tfmot-8bit", _tfmot_8bit, _int8_converter,
                          "TF-MOT default scheme, always W8A8"),
     "qkeras": Method("qkeras", _qkeras, None,

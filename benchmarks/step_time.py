@@ -48,7 +48,7 @@ def main(argv):
             chosen.quantized(float_model, bits, bits, data.train), suite, FLAGS.rounds, FLAGS.steps,
             chosen.techniques, float_model,
             lambda other, chosen=chosen: chosen.quantized(float_model, other, other, data.train),
-            FLAGS.seed)
+            FLAGS.seed, batches)
         runs[name] = (training.model, training.callbacks, StepTimer(suite["batch_size"], skip=3))
     for turn in range(FLAGS.passes):
         for name, (trainable, callbacks, timer) in runs.items():

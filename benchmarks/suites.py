@@ -39,20 +39,22 @@ def clone(model):
     return copy
 
 
-def prepare(model, suite, epochs, steps, techniques=(), float_model=None, quantize=None, seed=0):
+def prepare(model, suite, epochs, steps, techniques=(), float_model=None, quantize=None, seed=0,
+            data=None):
     """`kquant.techniques.prepare` on the suite's schedule: `epochs` of `steps` batches; the
-    techniques that take a seed get `seed`."""
+    techniques that take a seed get `seed`; `data` (training batches) goes to the context."""
     schedule = kquant.techniques.Schedule(epochs, steps, suite["learning_rate"])
     seeded = any("seed" in kquant.techniques.options_of(t) for t in techniques)
     chosen = kquant.techniques.parse("+".join(techniques), **({"seed": seed} if seeded else {}))
     return kquant.techniques.prepare(model, chosen, kquant.techniques.Context(
-        schedule, float_model=float_model, quantize=quantize))
+        schedule, float_model=float_model, data=data, quantize=quantize))
 
 
 def train(model, data, suite, epochs, techniques=(), float_model=None, quantize=None, seed=0):
     """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s)."""
     steps = -(-data.train_size // suite["batch_size"])
-    training = prepare(model, suite, epochs, steps, techniques, float_model, quantize, seed)
+    training = prepare(model, suite, epochs, steps, techniques, float_model, quantize, seed,
+                       data.train)
     timer = StepTimer(suite["batch_size"])
     training.model.fit(data.train, epochs=epochs, callbacks=training.callbacks + [timer], verbose=2)
     kquant.compile_classifier(model)

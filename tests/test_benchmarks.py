@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import kquant
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -58,3 +60,15 @@ def test_bit_widths_name_weights_and_activations_separately():
         bit_pairs(["2", "W1"])
     assert method("ctmq-cyclic").techniques == ("ctmq-cyclic",)
     assert method("ctmq-chain").build is METHODS["kquant-pact-calibrated"].build
+
+
+def test_tsq_methods_fix_their_weight_bits():
+    from benchmarks.methods import method
+    from tests.conftest import tiny_cnn
+
+    rows = {m: {(r["layer"], r["role"]): (r["quantizer"], r["bits"]) for r in kquant.describe(
+        method(m).build(tiny_cnn(), 2, 2), print_fn=None)} for m in ("tsq", "tsq-step1")}
+    assert rows["tsq"][("middle", "weight")] == ("TernaryWeightQuantizer", 2)
+    assert rows["tsq-step1"][("middle", "weight")] == ("DoReFaWeightQuantizer", 8)
+    assert rows["tsq"][("block_out", "activation")] == ("SparseActivationQuantizer", 2)
+    assert method("tsq+finetune").techniques == ("tsq-finetune",)

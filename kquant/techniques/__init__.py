@@ -14,10 +14,12 @@ from kquant.techniques.joint_distillation import (JointDistillation, JointDistil
 from kquant.techniques.progressive import ProgressiveBitWidth, decreasing_schedule
 from kquant.techniques.registry import names, options_of, parse, prepare, register
 from kquant.techniques.stochastic_precision import StochasticPrecision
+from kquant.techniques.tsq import TwoStepQuantization, TwoStepQuantizationFinetune
 from kquant.techniques.two_stage import TwoStageQuantization
 
 __all__ = ["AuxiliaryModule", "CoTraining", "Context", "CyclicMultiStep", "JointDistillation",
            "JointDistillationTechnique", "MultiStepChain", "Phase", "PrecisionSchedule",
            "ProgressiveBitWidth", "Schedule", "StochasticPrecision", "Technique", "Training",
-           "TwoStageQuantization", "auxiliary_trainer", "clipped_teacher", "decreasing_schedule", "names", "options_of",
+           "TwoStageQuantization", "TwoStepQuantization", "TwoStepQuantizationFinetune",
+           "auxiliary_trainer", "clipped_teacher", "decreasing_schedule", "names", "options_of",
            "parse", "prepare", "register", "teacher_for"]
