@@ -134,13 +134,13 @@ def main(argv):
                 print(f"skip {name}: {error}")
                 continue
             reference_speed = float_speed()  # just before, so both see the same machine load
-            keras_top1, speed = suites.train(
+            keras_top1, speed, measured = suites.train(
                 model, data, suite, epochs, chosen.techniques, float_model,
                 lambda other: chosen.quantized(float_model, other, other, data.train), FLAGS.seed)
             record.update(keras_top1=round(keras_top1, 4),
                           train_throughput_ratio=round(speed / reference_speed, 3), tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
-                          latency_ratio_2threads=None)
+                          latency_ratio_2threads=None, **measured)
             if chosen.export is not None:
                 tflite = chosen.export(model, representative)
                 report = tflite_export.verify(tflite, model, data.test)

@@ -51,14 +51,16 @@ def prepare(model, suite, epochs, steps, techniques=(), float_model=None, quanti
 
 
 def train(model, data, suite, epochs, techniques=(), float_model=None, quantize=None, seed=0):
-    """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s)."""
+    """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s,
+    what the techniques measured)."""
     steps = -(-data.train_size // suite["batch_size"])
     training = prepare(model, suite, epochs, steps, techniques, float_model, quantize, seed,
                        data.train)
     timer = StepTimer(suite["batch_size"])
     training.model.fit(data.train, epochs=epochs, callbacks=training.callbacks + [timer], verbose=2)
     kquant.compile_classifier(model)
-    return float(model.evaluate(data.test, verbose=0)[1]), timer.images_per_second
+    return float(model.evaluate(data.test, verbose=0)[1]), timer.images_per_second, \
+        training.summary()
 
 
 def float_model(name, data, seed, float_epochs=0):

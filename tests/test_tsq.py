@@ -44,6 +44,7 @@ def test_step_two_lowers_every_layers_error_and_the_result_exports(digits):
     tsq = training.callbacks[0]
     assert list(tsq.report) == ["a", "b", "down"]
     assert all(after < before for before, after, _ in tsq.report.values()), tsq.report
+    assert list(training.summary()["tsq_layers"]) == ["a", "b", "down"]  # for the records
     assert all(bool(weights[n].enabled.numpy()) for n in ("a", "b", "down"))
     for name in ("a", "b", "down"):
         kernel = weights[name].kernel.numpy()

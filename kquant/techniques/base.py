@@ -52,11 +52,17 @@ class Training:
         callbacks: the callbacks that `fit` needs (techniques' and quantizers').
         deployable: the kquant models to evaluate and export afterwards; the first is the
             model passed to `prepare`.
+        techniques: the `Technique`s, for their `summary()` after `fit`.
     """
 
     model: keras.Model
     callbacks: List[keras.callbacks.Callback]
     deployable: List[keras.Model]
+    techniques: List["Technique"] = dataclasses.field(default_factory=list)
+
+    def summary(self):
+        """What the techniques measured while training, merged (see `Technique.summary`)."""
+        return {k: v for t in self.techniques for k, v in t.summary().items()}
 
 
 class Technique:
@@ -89,6 +95,10 @@ class Technique:
     def build_trainer(self, model, context):
         """Returns (compiled model to fit, [deployable models, `model` first])."""
         raise NotImplementedError
+
+    def summary(self):
+        """What this technique measured during `fit` worth keeping in a record (JSON-able)."""
+        return {}
 
 
 class PrecisionSchedule(Technique, keras.callbacks.Callback):

@@ -102,4 +102,4 @@ def prepare(model, techniques, context):
             model, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
             restart_steps=schedule.restart_steps), [model]
     callbacks = [c for t in chosen for c in t.callbacks(model, context)]
-    return Training(trainable, callbacks + training_callbacks(trainable), deployable)
+    return Training(trainable, callbacks + training_callbacks(trainable), deployable, chosen)

@@ -201,6 +201,11 @@ class TwoStepQuantization(PrecisionSchedule):
             self.report[state.layer] = (before, after, time.time() - started)
             progress.update(i + 1, [("error before", before), ("error after", after)])
 
+    def summary(self):
+        """{"tsq_layers": {layer: [error before, error after, solver seconds]}}."""
+        return {"tsq_layers": {k: [round(float(v), 4) for v in values]
+                               for k, values in self.report.items()}}
+
     @staticmethod
     def _predict(model, tensors, images):
         single = not isinstance(tensors, list)
