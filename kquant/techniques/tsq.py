@@ -136,6 +136,9 @@ class TwoStepQuantization(PrecisionSchedule):
             self.solve(self.model)
 
     def _sample(self, model):
+        if self.data is None:
+            raise ValueError("TwoStepQuantization: step 2 samples images from the training data; "
+                             "pass Context(data=...) to kquant.techniques.prepare.")
         images = []
         for batch in self.data:
             images.append(np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch))
