@@ -32,7 +32,9 @@ def test_each_technique_trains_and_exports_from_the_main_job(tmp_path, technique
     result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
                              f"--technique={technique}", "--epochs=4", "--float_reference=false",
                              f"--export_dir={tmp_path}",
-                             *(["--student_bits=2"] if technique == "joint-distillation" else [])],
+                             *({"joint-distillation": ["--student_bits=2"],  # small_cnn: no Adds
+                                "auxiliary-module": ["--attach_to=block2_relu,block3_relu"]}
+                               .get(technique, []))],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])

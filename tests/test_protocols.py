@@ -11,7 +11,7 @@ from kquant.techniques import Technique, register
 
 
 @serializable("test-ternary")
-class TernaryWeightQuantizer(LowBitWeightQuantizer):
+class PluggedInTernaryQuantizer(LowBitWeightQuantizer):
     """w_q = max|w| * sign(w) where |w| > 0.7 mean|w|, else 0: ternary codes {-127, 0, 127}."""
 
     def level_count(self, weights):

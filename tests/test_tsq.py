@@ -43,7 +43,8 @@ def test_step_two_lowers_every_layers_error_and_the_result_exports(digits):
     assert recorder == [[False] * 3] * 2  # code learning with float weights
     tsq = training.callbacks[0]
     assert list(tsq.report) == ["a", "b", "down"]
-    assert all(after < before for before, after, _ in tsq.report.values()), tsq.report
+    errors = np.array([(before, after) for before, after, _ in tsq.report.values()])
+    assert (errors[:, 1] <= errors[:, 0]).all() and errors[:, 1].sum() < 0.9 * errors[:, 0].sum()
     assert list(training.summary()["tsq_layers"]) == ["a", "b", "down"]  # for the records
     assert all(bool(weights[n].enabled.numpy()) for n in ("a", "b", "down"))
     for name in ("a", "b", "down"):

@@ -59,11 +59,14 @@ class Solution:
     """What `solve_ternary` returns.
 
     Attributes:
-        ternary: W, [d, C] in {-1, 0, 1}.
-        alpha: per-channel scale, [C].
+        ternary: W, [d, C] in {-1, 0, 1}: of the start and every alternation, the one whose
+            codes f(s * alpha * W^T X + t) are closest to Y (the surrogate objective can go
+            down while the codes get worse).
+        alpha: its per-channel scale, [C].
         objectives: the objective after each alternation (lambda of that round).
         lambdas: lambda of each alternation.
-        reconstruction: ||Y - f(s * alpha * W^T X + t)||^2 / ||Y||^2 before and after.
+        reconstruction: ||Y - f(s * alpha * W^T X + t)||^2 / ||Y||^2 at the ternarised start
+            and for the returned W (never larger).
     """
 
     ternary: np.ndarray
@@ -143,6 +146,7 @@ def solve_ternary(x, y, f, initial, scale=None, shift=None, lam=1.0, lam_growth=
         return float(np.sum((y - fitted) ** 2) / max(np.sum(y ** 2), 1e-12))
 
     before = reconstruction()
+    best = (before, ternary.copy(), alpha.copy())
     objectives, lambdas = [], []
     # The first Z step starts from the float layer's own outputs (the step-1 network), later
     # ones from the ternary fit.
@@ -160,5 +164,8 @@ def solve_ternary(x, y, f, initial, scale=None, shift=None, lam=1.0, lam_growth=
             fitted = scale * alpha * (x.T @ ternary) + shift
             objectives.append(_objective(f, y, z, x, ternary, alpha, scale, shift, lam))
             lambdas.append(lam)
+            error = reconstruction()
+            if error < best[0]:
+                best = (error, ternary.copy(), alpha.copy())
         lam *= lam_growth
-    return Solution(ternary, alpha, objectives, lambdas, (before, reconstruction()))
+    return Solution(best[1], best[2], objectives, lambdas, (before, best[0]))
