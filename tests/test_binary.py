@@ -72,8 +72,8 @@ def test_w1a1_resnet20_exports_two_weights_per_channel_and_two_activation_values
     keras.utils.set_random_seed(0)
     float_model = kquant.models.build_model("resnet20", digits.input_shape, digits.num_classes)
     model = kquant.quantize_model(float_model, kquant.Recipe(1, 1, activation_quantizer="pact"))
-    kquant.compile_classifier(model, 0.05, 1, 10)
-    model.fit(digits.train.take(10), epochs=1, verbose=0)
+    kquant.compile_classifier(model, 0.05, 1, 4)
+    model.fit(digits.train.take(4), epochs=1, verbose=0)
     states = [s for s in kquant.quantizers.quantizer_states(model)
               if s.role == "weight" and s.quantizer.deploy_bits == 1]
     assert len(states) == 20  # the 18 block convs and 2 shortcut convs; the stem stays 8-bit
