@@ -225,8 +225,11 @@ class ActivationQuantizer(LowBitQuantizer):
     input_shift = 0.0  # a constant added to the input before rounding (folded into a conv bias)
 
     def clip(self, weights):
-        """The upper end of the range, a scalar tensor: by default the variable "clip" that a
-        subclass builds, kept >= 1e-3 so a collapsed clip cannot divide by zero."""
+        """The upper end of the range, a scalar tensor: `fixed_clip` where a subclass sets one,
+        else the variable "clip" it builds, kept >= 1e-3 so a collapsed clip cannot divide by
+        zero."""
+        if self.fixed_clip is not None:
+            return tf.constant(self.fixed_clip)
         return tf.maximum(weights["clip"], 1e-3)
 
     def batch_update(self, x, weights):

@@ -1,5 +1,4 @@
 """DoReFa's activation quantizer: a fixed clip to [0, 1] (Recipe name "clip")."""
-from kquant.backend import tf
 from kquant.quantizers.base import ActivationQuantizer
 from kquant.serialization import serializable
 
@@ -21,6 +20,3 @@ class ClippedActivationQuantizer(ActivationQuantizer):
     """
 
     fixed_clip = 1.0
-
-    def clip(self, weights):
-        return tf.constant(self.fixed_clip)

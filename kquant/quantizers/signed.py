@@ -55,9 +55,6 @@ class SignActivationQuantizer(ActivationQuantizer):
     def input_shift(self):
         return self.fixed_clip
 
-    def clip(self, weights):
-        return tf.constant(self.fixed_clip)
-
     def quantize(self, x, weights):
         c, n = self.fixed_clip, steps(weights["bits"])
 

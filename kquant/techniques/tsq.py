@@ -135,7 +135,7 @@ class TwoStepQuantization(PrecisionSchedule):
         if self._boundary >= self.params["epochs"] and not self.report:
             self.solve(self.model)
 
-    def _sample(self, model):
+    def _sample(self):
         if self.data is None:
             raise ValueError("TwoStepQuantization: step 2 samples images from the training data; "
                              "pass Context(data=...) to kquant.techniques.prepare.")
@@ -164,7 +164,7 @@ class TwoStepQuantization(PrecisionSchedule):
                                  "(dilation 1) followed by [batch norm,] [Add,] an activation "
                                  "quantizer; the solver handles only those.")
             chains[state.layer] = (layer, *chain)
-        images = self._sample(model)
+        images = self._sample()
         rng = np.random.default_rng(self.seed)
         precision.assign(targets, enabled=False, source=self.name)
         codes = {name: self._predict(model, chain[3].output, images)
