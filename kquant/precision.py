@@ -134,3 +134,32 @@ def set_deployed(model):
     for state in quantizer_states(model):
         _requests.pop(state.enabled.ref(), None)
     apply_deployed(model)
+
+
+def check_deployable(model, owner):
+    """Raises unless a model holds kquant quantizers, every one on at its deployed bit-width.
+
+    Args:
+        model: the model about to be exported or run as integers.
+        owner: the function asking, for the message.
+
+    Raises:
+        ValueError: if a quantizer is switched off or at another bit-width than it deploys at
+            (the model would not be the one trained to be deployed), or the model has no kquant
+            quantizers.
+    """
+    states = quantizer_states(model)
+    if not states:
+        raise ValueError(f"{owner}: model {model.name!r} has no kquant quantizers; quantize it with "
+                         "kquant.quantize_model first, or use convert_float for a float model.")
+    off = sorted({s.layer for s in states if s.enabled.numpy() < 0.5})
+    if off:
+        raise ValueError(f"{owner}: quantizers of layers {off} are switched off; switch them on "
+                         "(kquant.precision.set_deployed(model)) before export.")
+    elsewhere = [f"{s.layer} ({s.role} at {int(s.bits.numpy())} bits, deployed at "
+                 f"{s.quantizer.deploy_bits})" for s in states
+                 if int(s.bits.numpy()) != s.quantizer.deploy_bits]
+    if elsewhere:
+        raise ValueError(f"{owner}: quantizers are not at the bit-width the model deploys at: "
+                         f"{', '.join(elsewhere)} (a checkpoint from the middle of a bit-width "
+                         "schedule?); kquant.precision.set_deployed(model) sets them, then export.")

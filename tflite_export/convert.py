@@ -2,7 +2,8 @@
 import numpy as np
 
 from kquant.backend import tf
-from kquant.quantizers import export_mode, quantizer_states
+from kquant.precision import check_deployable
+from kquant.quantizers import export_mode
 
 
 def representative_examples(data, limit=200):
@@ -72,21 +73,7 @@ def convert(model, representative_data, max_examples=200):
             (the model would not be the one trained to be deployed), or the model has no kquant
             quantizers.
     """
-    states = quantizer_states(model)
-    if not states:
-        raise ValueError(f"convert: model {model.name!r} has no kquant quantizers; quantize it with "
-                         "kquant.quantize_model first, or use convert_float for a float model.")
-    off = sorted({s.layer for s in states if s.enabled.numpy() < 0.5})
-    if off:
-        raise ValueError(f"convert: quantizers of layers {off} are switched off; switch them on "
-                         "(kquant.precision.set_deployed(model)) before export.")
-    elsewhere = [f"{s.layer} ({s.role} at {int(s.bits.numpy())} bits, deployed at "
-                 f"{s.quantizer.deploy_bits})" for s in states
-                 if int(s.bits.numpy()) != s.quantizer.deploy_bits]
-    if elsewhere:
-        raise ValueError(f"convert: quantizers are not at the bit-width the model deploys at: "
-                         f"{', '.join(elsewhere)} (a checkpoint from the middle of a bit-width "
-                         "schedule?); kquant.precision.set_deployed(model) sets them, then export.")
+    check_deployable(model, "convert")
     with export_mode():
         return int8_converter(model, representative_data, max_examples).convert()
 

@@ -1,5 +1,14 @@
-"""The TFLite interpreter: LiteRT first, then the old tflite_runtime wheel, then TensorFlow's."""
+"""The TFLite interpreters: LiteRT (with XNNPACK or its built-in kernels) and TFLite Micro.
+
+LiteRT first, then the old tflite_runtime wheel, then TensorFlow's; TFLite Micro from the
+`tflite-micro` package (pip install "kquant[micro]").
+"""
 import warnings
+
+import numpy as np
+
+RUNTIMES = ("xnnpack", "builtin", "micro")
+MICRO_ARENA_BYTES = 4 << 20
 
 
 def interpreter_class():
@@ -34,3 +43,63 @@ def make_interpreter(tflite_bytes, num_threads=1, keep_all_tensors=False):
                                           experimental_preserve_all_tensors=keep_all_tensors)
     interpreter.allocate_tensors()
     return interpreter
+
+
+def _litert(tflite_bytes, runtime):
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError as error:
+        raise ImportError(f"runtime {runtime!r} needs ai-edge-litert (pip install "
+                          "ai-edge-litert).") from error
+    resolver = (OpResolverType.AUTO if runtime == "xnnpack"
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(model_content=tflite_bytes, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    index_in = interpreter.get_input_details()[0]["index"]
+    index_out = interpreter.get_output_details()[0]["index"]
+
+    def run(image):
+        interpreter.set_tensor(index_in, image)
+        interpreter.invoke()
+        return interpreter.get_tensor(index_out)
+
+    return run
+
+
+def _micro(tflite_bytes, arena_bytes):
+    try:
+        from tflite_micro.python.tflite_micro import runtime as micro_runtime
+    except ImportError as error:
+        raise ImportError('runtime "micro" needs the tflite-micro package (pip install '
+                          '"kquant[micro]" or pip install tflite-micro).') from error
+    interpreter = micro_runtime.Interpreter.from_bytes(tflite_bytes, arena_size=arena_bytes)
+
+    def run(image):
+        interpreter.set_input(image, 0)
+        interpreter.invoke()
+        return interpreter.get_output(0)
+
+    return run
+
+
+def int8_outputs(tflite_bytes, int8_images, runtime="xnnpack", micro_arena_bytes=MICRO_ARENA_BYTES):
+    """Runs an int8-input TFLite model on each image and returns its int8 outputs.
+
+    Args:
+        tflite_bytes: the model.
+        int8_images: int8 array [examples, ...] (e.g. `kquant.deploy.integer_model.int8_input`).
+        runtime: "xnnpack" (LiteRT with its default XNNPACK delegate), "builtin" (LiteRT's
+            built-in kernels, no delegate) or "micro" (TFLite Micro's interpreter).
+        micro_arena_bytes: the tensor arena TFLite Micro may use.
+
+    Returns:
+        The outputs, stacked, as int8.
+
+    Raises:
+        ValueError: for an unknown runtime.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"int8_outputs: runtime must be one of {list(RUNTIMES)}, got {runtime!r}.")
+    run = (_micro(tflite_bytes, micro_arena_bytes) if runtime == "micro"
+           else _litert(tflite_bytes, runtime))
+    return np.stack([np.array(run(image[None]))[0] for image in np.asarray(int8_images, np.int8)])

@@ -13,7 +13,7 @@ import threading
 
 from kquant.backend import keras, tf, tfmot
 from kquant.quantizers.int8_grid import per_channel_weight_grid, per_tensor_weight_grid
-from kquant.quantizers.rounding import steps, uniform_activation
+from kquant.quantizers.rounding import requantization_top, steps, uniform_activation
 
 MIN_BITS, MAX_BITS = 1, 8
 
@@ -256,6 +256,12 @@ class ActivationQuantizer(LowBitQuantizer):
 
     def bypass(self, x, weights):
         return tf.minimum(tf.nn.relu(x), self.clip(weights))
+
+    def requantization_range(self, weights):
+        """(min, max) of the 8-bit FakeQuant where TFLite requantizes the accumulator onto this
+        grid, as float32 values equal to the graph's (the converter derives the int8 scale and
+        zero point from them)."""
+        return 0.0, float(requantization_top(self.clip(weights), weights["bits"]).numpy())
 
     def activation_grid(self, weights):
         """The `ActivationGrid` at the current clip and bit-width."""

@@ -17,6 +17,12 @@ def steps(bits):
     return tf.pow(2.0, tf.cast(bits, tf.float32)) - 1.0
 
 
+def requantization_top(clip, bits):
+    """255 * clip / n: the top of the 8-bit range [0, top] whose step is the b-bit step (a
+    float32 tensor, computed as the graph computes it: the converter reads this value)."""
+    return 255.0 * clip / steps(bits)
+
+
 def uniform_activation(x, clip, bits):
     """Quantizes x to bits-bit levels on [0, clip]: clip * round(n * clip(x / clip, 0, 1)) / n.
 
@@ -34,7 +40,7 @@ def uniform_activation(x, clip, bits):
     Returns:
         The quantized activation.
     """
-    top = tf.stop_gradient(255.0 * clip / steps(bits))
+    top = tf.stop_gradient(requantization_top(clip, bits))
     y = tf.quantization.fake_quant_with_min_max_vars(x, 0.0, top, num_bits=8, narrow_range=False)
     return tf.minimum(y, clip)
 

@@ -1,0 +1,82 @@
+"""`integer_model`: a Keras model that computes what the exported int8 TFLite model computes.
+
+Built from the kquant model alone (no .tflite file): `predict` and `evaluate` give the
+deployed model's outputs and accuracy on the chosen runtime before anything is exported.
+"""
+import numpy as np
+
+from kquant.backend import QuantizeLayer, keras, tf
+from kquant.deploy import lowering, runtimes
+
+
+def int8_input(model, program, images):
+    """Float images as the int8 tensor the deployed model is fed.
+
+    The Keras model's input quantizer puts the images on its grid first, and rounding half up
+    takes them to int8: feeding TFLite exactly those integers compares the two on identical
+    inputs (rounding the raw image again can flip a value lying near a half step).
+    """
+    first = next(layer for layer in model.layers if isinstance(layer, QuantizeLayer))
+    on_grid = first(tf.convert_to_tensor(images, tf.float32), training=False)
+    quant = program.input_quant
+    q = tf.floor(on_grid / quant.scale + quant.zero_point + 0.5)
+    return tf.cast(tf.clip_by_value(q, -128.0, 127.0), tf.int8)
+
+
+class IntegerInference(keras.layers.Layer):
+    """Runs a lowered program (`kquant.deploy.lowering.lower`) on float images.
+
+    Args:
+        model: the kquant model the program was lowered from (its input quantizer is reused).
+        program: the `ops.Program`.
+        runtime: a runtime from `kquant.deploy.runtimes`.
+        dequantize: return float outputs, scale * (q - zero_point), instead of int8 values.
+    """
+
+    def __init__(self, model, program, runtime, dequantize=True, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self._model, self.program, self.runtime = model, program, runtime
+        self.dequantize = dequantize
+
+    def call(self, images):
+        q = self.program.run(int8_input(self._model, self.program, images), self.runtime)
+        if not self.dequantize:
+            return tf.cast(q, tf.int8)
+        quant = self.program.output_quant
+        return (tf.cast(q, tf.float32) - quant.zero_point) * quant.scale
+
+
+def integer_model(model, runtime="xnnpack", dequantize=True):
+    """A Keras model computing, bit for bit, what `model`'s int8 TFLite export computes.
+
+    Batch norm is folded into per-channel weight scales and an int32 bias, accumulation is
+    exact, and every requantization rounds as the runtime's kernels round, with the scales
+    and zero points the TFLite converter writes for this model.
+
+    Args:
+        model: a kquant model (from `kquant.quantize_model`), every quantizer switched on at
+            its deployed bit-width (`kquant.precision.set_deployed`).
+        runtime: where the model will run: "xnnpack" (LiteRT's default CPU path on phones and
+            desktops), "builtin" (LiteRT's built-in kernels, no delegate).
+        dequantize: output float values (scale * (q - zero point), what `evaluate`'s
+            accuracy needs) or the int8 values themselves.
+
+    Returns:
+        A Keras model taking the float images `model` takes; compile it to `evaluate`.
+
+    Raises:
+        ValueError: for an unknown runtime, a model that is not deployable as it stands, or a
+            layer without an integer-exact lowering (named).
+    """
+    chosen = runtimes.get(runtime)
+    program = lowering.lower(model)
+    inputs = keras.Input(model.input_shape[1:])
+    outputs = IntegerInference(model, program, chosen, dequantize, name="integer_inference")(inputs)
+    return keras.Model(inputs, outputs, name=f"{model.name}_integer_{runtime}")
+
+
+def integer_outputs(model, images, runtime="xnnpack", batch_size=256):
+    """The deployed model's int8 outputs on `images` (a numpy array), as an int8 array."""
+    exact = integer_model(model, runtime, dequantize=False)
+    return np.concatenate([exact(images[i:i + batch_size]).numpy()
+                           for i in range(0, len(images), batch_size)])
