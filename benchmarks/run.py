@@ -39,6 +39,8 @@ flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all)
 flags.DEFINE_integer("float_epochs", 0, "Epochs of the float model of suites that train it here "
                      "(0: the suite's default).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("exact_examples", 10_000, "Test examples compared with the integer-exact "
+                     "mode on LiteRT's built-in kernels and on TFLite Micro.")
 flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/<suite>.jsonl).")
 
 
@@ -146,10 +148,26 @@ def main(argv):
                 report = tflite_export.verify(tflite, model, data.test)
                 record.update(tflite_top1=round(report.tflite_accuracy, 4),
                               agreement=round(report.agreement, 4), tflite_bytes=len(tflite),
+                              **_exact_fields(report, tflite, model, data),
                               **{f"latency_ratio_{t}thread{'s' if t > 1 else ''}": round(
                                   tflite_latency(tflite, data.input_shape, t) / float_latency[t], 3)
                                  for t in (1, 2)})
             _append(results, {**record, **provenance})
+
+
+def _exact_fields(report, tflite, model, data):
+    """Agreement with kquant's integer-exact mode on each runtime, and the worst layer (fed
+    TFLite's own inputs); empty for models kquant cannot lower (peers)."""
+    if report.exact_agreement is None:
+        return {}
+    layers = report.layer_differences.values()
+    fields = {"agreement_exact_xnnpack": round(report.exact_agreement, 4),
+              "layer_max_differing": round(max((d.differing for d in layers), default=0.0), 4),
+              "layer_max_steps": max((d.max_steps for d in layers), default=0)}
+    for runtime in ("builtin", "micro"):
+        fields[f"agreement_exact_{runtime}"] = round(tflite_export.exact_agreement(
+            tflite, model, data.test, runtime, FLAGS.exact_examples), 4)
+    return fields
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ class WeightLayerConfig(OutputConfig):
                    _deserialize(config["output_quantizer"]), config["weight_attribute"])
 
 
+def _activation_quantizer(layer, recipe, layer_consumers):
+    quantizer = recipe.activation_quantizer_for(layer)
+    quantizer.input_rectified = not quantizer.replaces_activation  # it sits on a ReLU(6)
+    quantizer.standalone = any(isinstance(c, keras.layers.Concatenate) for c in layer_consumers)
+    return quantizer
+
+
 def config_for(layer, recipe, layer_consumers, first_or_last):
     """Picks the QuantizeConfig of one layer.
 
@@ -118,7 +125,7 @@ def config_for(layer, recipe, layer_consumers, first_or_last):
         attribute = WEIGHT_LAYERS[type(layer)]
         activation = activation_name(layer)
         if activation in ACTIVATIONS:
-            output = recipe.activation_quantizer_for(layer)
+            output = _activation_quantizer(layer, recipe, layer_consumers)
         elif activation == "linear":
             output = None if feeds_fused else eight_bit_output_quantizer()
         else:
@@ -126,7 +133,7 @@ def config_for(layer, recipe, layer_consumers, first_or_last):
                     "a ReLU/ReLU6 layer, or output logits and train with from_logits=True")
         return WeightLayerConfig(recipe.weight_quantizer_for(layer, first_or_last), output, attribute)
     if is_activation_layer(layer):
-        return OutputConfig(recipe.activation_quantizer_for(layer))
+        return OutputConfig(_activation_quantizer(layer, recipe, layer_consumers))
     if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
         return (f"activation {activation_name(layer)!r}; kquant quantizes ReLU and ReLU6 "
                 "(Activation('relu'/'relu6') or ReLU layers)")

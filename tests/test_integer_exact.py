@@ -4,6 +4,7 @@ import pytest
 
 import kquant
 import tflite_export
+import tflite_export.layerwise
 from kquant.backend import keras, tf
 from kquant.deploy import fixed_point, integer_model, integer_outputs, lowering
 from kquant.deploy.integer_model import int8_input
@@ -74,7 +75,7 @@ MODELS = {f.__name__.replace("_model", ""): f for f in
            concatenation_model)}
 
 
-def _deployable(build, bits, seed=0):
+def _deployable(build, bits, seed=0, **recipe):
     """A quantized tiny model with non-trivial batch norms (some negative scales), dense
     biases and 8-bit ranges set by training-mode passes, and images for it."""
     rng = np.random.default_rng(seed)
@@ -89,28 +90,47 @@ def _deployable(build, bits, seed=0):
                                rng.uniform(0.5, 2, c)])
         elif isinstance(layer, keras.layers.Dense):
             layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape))
-    model = kquant.quantize_model(float_model, kquant.Recipe(weight_bits=bits,
-                                                             activation_bits=bits))
+    model = kquant.quantize_model(float_model, kquant.Recipe(bits, bits, **recipe))
     images = rng.normal(size=(48, 8, 8, 3)).astype(np.float32)
     for _ in range(3):
         model(images, training=True)
     return model, images
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4, 8])
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_integer_model_equals_tflite_on_every_runtime(name, bits):
-    model, images = _deployable(MODELS[name], bits)
+def _assert_equal_on_every_runtime(model, images):
     blob = tflite_export.convert(model, [images])
     program = lowering.lower(model)
-    int8_images = int8_input(model, program, images).numpy()
+    int8_images = int8_input(model, program.input_quant, images).numpy()
     for runtime in RUNTIMES:
         expected = int8_outputs(blob, int8_images, runtime)
         exact = integer_outputs(model, images, runtime)
         differ = np.abs(expected.astype(int) - exact.astype(int))
         assert differ.max() == 0, (runtime, float((differ > 0).mean()), int(differ.max()))
-    # The runtimes themselves differ on most of these models: the mode must know which it is.
     assert np.unique(expected).size > 3
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_integer_model_equals_tflite_on_every_runtime(name, bits):
+    _assert_equal_on_every_runtime(*_deployable(MODELS[name], bits))
+
+
+@pytest.mark.parametrize("quantizer, bits", [("sign", 1), ("sign", 2), ("sparse", 2)])
+@pytest.mark.parametrize("name", ["conv", "add"])
+def test_shifted_and_signed_grids_equal_tflite(name, quantizer, bits):
+    # The shift folds into the conv bias, or becomes an ADD after a residual sum; the sign
+    # grid is relabelled by a SUB.
+    _assert_equal_on_every_runtime(*_deployable(MODELS[name], bits,
+                                                activation_quantizer=quantizer))
+
+
+def test_export_has_no_minimum_and_one_xnnpack_partition():
+    model, images = _deployable(depthwise_model, 2)
+    blob = tflite_export.convert(model, [images])
+    interpreter = tflite_export.runtime.make_interpreter(blob)
+    names = [op["op_name"] for op in interpreter._get_ops_details()]  # pylint: disable=protected-access
+    assert "MINIMUM" not in names and "RELU" not in names
+    assert names.count("DELEGATE") == 1
 
 
 def test_lowering_writes_the_converters_scales_and_biases():
@@ -204,3 +224,38 @@ def test_switched_off_quantizers_are_refused():
     kquant.precision.set_enabled(model, False, role="activation")
     with pytest.raises(ValueError, match="integer_model: quantizers of layers"):
         integer_model(model)
+
+
+def test_verify_reports_exact_agreement_layer_by_layer():
+    model, images = _deployable(add_model, 2)
+    blob = tflite_export.convert(model, [images])
+    report = tflite_export.verify(blob, model, [images], runtime="builtin")
+    assert report.exact_agreement == 1.0
+    assert {"first_relu", "branch_bn", "block_out", "linear_branch_bn", "add_linear", "pool",
+            "logits"} <= set(report.layer_differences)
+    assert all(d.differing == 0 and d.values > 0 for d in report.layer_differences.values())
+    assert "integer-exact mode on builtin: 1.0000" in str(report)
+
+
+def test_layer_differences_pin_a_difference_to_its_layer():
+    model, images = _deployable(add_model, 4)
+    blob = tflite_export.convert(model, [images])
+    program = lowering.lower(model)
+    branch = next(op for op in program.ops if op.name == "quant_branch_bn")
+    branch.bias = branch.bias + 40  # a wrong bias in one layer only
+    int8_images = int8_input(model, program.input_quant, images).numpy()
+    layers = tflite_export.layerwise.layer_differences(blob, program, int8_images[:8])
+    assert layers["branch_bn"].differing > 0.05
+    assert all(d.differing == 0 for name, d in layers.items() if name != "branch_bn")
+
+
+def test_verify_says_why_a_model_has_no_exact_mode():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization(name="input_bn")(inputs)  # BN without a conv before it
+    x = _conv_bn(x, 4, "first")
+    model = kquant.quantize_model(keras.Model(inputs, _head(x)), kquant.Recipe(4, 4))
+    images = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+    model(images, training=True)
+    report = tflite_export.verify(tflite_export.convert(model, [images]), model, [images])
+    assert report.exact_agreement is None
+    assert "input_bn" in report.exact_error and "not available" in str(report)

@@ -29,32 +29,32 @@ def interpreter_class():
     return Interpreter
 
 
-def make_interpreter(tflite_bytes, num_threads=1, keep_all_tensors=False):
-    """Returns an allocated interpreter for a TFLite flatbuffer.
+def make_interpreter(tflite_bytes, num_threads=1, keep_all_tensors=False, runtime="xnnpack"):
+    """Returns an allocated LiteRT interpreter for a TFLite flatbuffer.
 
     Args:
         tflite_bytes: the model.
         num_threads: CPU threads.
-        keep_all_tensors: keep intermediate tensors readable after `invoke` (for inspection).
+        keep_all_tensors: keep intermediate tensors readable after `invoke` (for inspection;
+            XNNPACK then runs each op as a partition of its own, with the same arithmetic).
+        runtime: "xnnpack" (the default delegate) or "builtin" (LiteRT's built-in kernels).
     """
+    options = {}
+    if runtime == "builtin":
+        from ai_edge_litert.interpreter import OpResolverType
+
+        options["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with warnings.catch_warnings():  # LiteRT warns that kept tensors are "for debugging"
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
         interpreter = interpreter_class()(model_content=tflite_bytes, num_threads=num_threads,
-                                          experimental_preserve_all_tensors=keep_all_tensors)
+                                          experimental_preserve_all_tensors=keep_all_tensors,
+                                          **options)
     interpreter.allocate_tensors()
     return interpreter
 
 
 def _litert(tflite_bytes, runtime):
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError as error:
-        raise ImportError(f"runtime {runtime!r} needs ai-edge-litert (pip install "
-                          "ai-edge-litert).") from error
-    resolver = (OpResolverType.AUTO if runtime == "xnnpack"
-                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter = Interpreter(model_content=tflite_bytes, experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
+    interpreter = make_interpreter(tflite_bytes, runtime=runtime)
     index_in = interpreter.get_input_details()[0]["index"]
     index_out = interpreter.get_output_details()[0]["index"]
 

@@ -1,13 +1,16 @@
 """Proof that an exported TFLite model computes what the Keras model computes."""
 import dataclasses
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
-from kquant.backend import QuantizeLayer, tf
+from kquant.deploy import integer_outputs, lowering
+from kquant.deploy.integer_model import int8_input
+from kquant.deploy.ops import Quantization
 from kquant.quantizers import quantizer_states
 from tflite_export.inspect import inspect, keras_layer_names
-from tflite_export.runtime import make_interpreter
+from tflite_export.layerwise import layer_differences
+from tflite_export.runtime import int8_outputs, make_interpreter
 
 
 @dataclasses.dataclass
@@ -30,6 +33,13 @@ class VerificationReport:
         activation_levels: layer -> (distinct int8 values seen at its output, levels its
             quantizer allows).
         float_ops: TFLite ops that still compute in float (empty for a fully integer model).
+        runtime: the runtime the exact comparison ran on ("xnnpack", "builtin", "micro").
+        exact_agreement: fraction of examples whose int8 outputs on that runtime are identical
+            to kquant's integer-exact mode (`kquant.deploy.integer_model`); None if the model
+            has no integer-exact lowering (`exact_error` says why).
+        layer_differences: layer -> `layerwise.LayerDifference` of its integer-exact op fed
+            TFLite's own inputs (on a sample; empty for TFLite Micro, which hides its tensors).
+        exact_error: why there is no exact comparison, or None.
     """
 
     examples: int
@@ -43,6 +53,10 @@ class VerificationReport:
     weight_codes_match: Dict[str, bool]
     activation_levels: Dict[str, tuple]
     float_ops: list
+    runtime: str = "xnnpack"
+    exact_agreement: Optional[float] = None
+    layer_differences: Dict[str, object] = dataclasses.field(default_factory=dict)
+    exact_error: Optional[str] = None
 
     @property
     def levels_ok(self):
@@ -53,12 +67,23 @@ class VerificationReport:
     def __str__(self):
         steps = (f" ({self.max_logit_difference / self.output_step:.1f} output steps)"
                  if self.output_step else "")
+        accuracy = ("" if self.keras_accuracy is None else f", accuracy Keras "
+                    f"{self.keras_accuracy:.4f} / TFLite {self.tflite_accuracy:.4f}")
         return (f"TFLite vs Keras on {self.examples} examples: agreement {self.agreement:.4f}, "
-                f"max logit difference {self.max_logit_difference:.4f}{steps}, accuracy Keras "
-                f"{self.keras_accuracy:.4f} / TFLite {self.tflite_accuracy:.4f}; weight codes "
+                f"max logit difference {self.max_logit_difference:.4f}{steps}{accuracy}; weight codes "
                 f"match in {sum(self.weight_codes_match.values())}/{len(self.weight_codes_match)} "
                 f"layers; levels within the quantizers' grids: {self.levels_ok}; float ops: "
-                f"{self.float_ops or 'none'}")
+                f"{self.float_ops or 'none'}; {self._exact_summary()}")
+
+    def _exact_summary(self):
+        if self.exact_agreement is None:
+            return f"integer-exact mode: not available ({self.exact_error})"
+        worst = max(self.layer_differences.items(), key=lambda item: item[1].differing,
+                    default=None)
+        layers = (f", worst layer {worst[0]} ({worst[1].differing:.2%} of values, up to "
+                  f"{worst[1].max_steps} steps)" if worst and worst[1].differing else "")
+        return (f"int8 outputs identical to kquant's integer-exact mode on {self.runtime}: "
+                f"{self.exact_agreement:.4f}{layers}")
 
 
 def _codes_match(tflite_codes, keras_codes):
@@ -89,21 +114,6 @@ def _activation_tensors(interpreter, grids):
     return found
 
 
-def _keras_input_grid(model, images):
-    """The images as the Keras model's input quantizer rounded them, when it has one.
-
-    Feeding TFLite exactly these values compares the two models on identical inputs: rounding
-    the raw image again can flip a value lying near a half step (common when the data has about
-    as many grey levels as int8), and a low-bit network amplifies that one-step change.
-    """
-    first = model.layers[1] if len(model.layers) > 1 else None
-    if not isinstance(first, QuantizeLayer):
-        return images
-    # Called directly: its graph output may belong to the model TF-MOT cloned it from.
-    return np.concatenate([first(tf.constant(images[i:i + 256]), training=False).numpy()
-                           for i in range(0, len(images), 256)])
-
-
 def _examples(data, max_examples):
     images, labels = [], []
     for batch in data:
@@ -118,26 +128,36 @@ def _examples(data, max_examples):
     return images, labels
 
 
-def verify(tflite_bytes, model, data, max_examples=10_000):
+def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", layer_examples=32):
     """Runs the TFLite model and the Keras model on the same data and compares them.
+
+    Two comparisons: with the Keras model as trained (float arithmetic on the grids: how far
+    `model.evaluate` is from the device), and with kquant's integer-exact mode for `runtime`
+    (which must agree exactly), also layer by layer.
 
     Args:
         tflite_bytes: the exported model (`tflite_export.convert`).
         model: the kquant Keras model it was exported from.
         data: batches of images or (images, labels), e.g. the test `tf.data.Dataset`.
         max_examples: compare at most this many examples.
+        runtime: where the model will run, for the exact comparison: "xnnpack", "builtin"
+            or "micro" (see `tflite_export.runtime.int8_outputs`).
+        layer_examples: examples for the layer-by-layer comparison.
 
     Returns:
         A `VerificationReport`.
     """
     images, labels = _examples(data, max_examples)
     keras_logits = model.predict(images, batch_size=256, verbose=0)
-    images = _keras_input_grid(model, images)
     interpreter = make_interpreter(tflite_bytes, keep_all_tensors=True)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     in_scale, in_zero = input_detail["quantization"]
     out_scale, out_zero = output_detail["quantization"]
+    int8 = input_detail["dtype"] == np.int8
+    if int8:
+        images = int8_input(model, Quantization(np.float32(in_scale), int(in_zero)),
+                            images).numpy()
     states = quantizer_states(model)
     grids = {s.layer: s.quantizer.activation_grid(s.variables)
              for s in states if s.role == "activation"}
@@ -145,9 +165,6 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
     seen = {layer: set() for layer in activation_outputs}
     tflite_logits = np.empty_like(keras_logits)
     for i, image in enumerate(images):
-        if input_detail["dtype"] == np.int8:
-            # Round half up, as the Keras input FakeQuant does (the values are on its grid).
-            image = np.clip(np.floor(image / in_scale + in_zero + 0.5), -128, 127).astype(np.int8)
         interpreter.set_tensor(input_detail["index"], image[None])
         interpreter.invoke()
         output = interpreter.get_tensor(output_detail["index"])[0].astype(np.float32)
@@ -160,6 +177,8 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
     keras_codes = {layer: s.quantizer.codes_and_step(s.kernel, s.variables)[0].numpy()
                    for layer, s in weights.items()}
     agree = np.argmax(keras_logits, 1) == np.argmax(tflite_logits, 1)
+    exact = _exact_comparison(tflite_bytes, model, images, runtime, layer_examples) if int8 else \
+        {"exact_error": "the TFLite model's input is not int8"}
     return VerificationReport(
         examples=len(images),
         agreement=float(agree.mean()),
@@ -175,4 +194,36 @@ def verify(tflite_bytes, model, data, max_examples=10_000):
                             for layer, codes in keras_codes.items() if layer in summary.weight_codes},
         activation_levels={layer: (len(values), grids[layer].levels)
                            for layer, values in seen.items()},
-        float_ops=summary.float_ops)
+        float_ops=summary.float_ops, runtime=runtime, **exact)
+
+
+def exact_agreement(tflite_bytes, model, data, runtime, max_examples=10_000):
+    """The fraction of examples whose int8 outputs on `runtime` are identical to kquant's
+    integer-exact mode (`verify` reports it for one runtime, with the rest).
+
+    Raises:
+        ValueError: for a model without an integer-exact lowering (named).
+    """
+    images, _ = _examples(data, max_examples)
+    quant = lowering.lower(model).input_quant
+    int8_images = int8_input(model, quant, images).numpy()
+    return _exact_comparison(tflite_bytes, model, int8_images, runtime, 0, raise_errors=True)[
+        "exact_agreement"]
+
+
+def _exact_comparison(tflite_bytes, model, int8_images, runtime, layer_examples,
+                      raise_errors=False):
+    """The `VerificationReport` fields of the comparison with the integer-exact mode."""
+    try:
+        program = lowering.lower(model)
+    except ValueError as error:
+        if raise_errors:
+            raise
+        return {"exact_error": str(error)}
+    deployed = int8_outputs(tflite_bytes, int8_images, runtime)
+    exact = integer_outputs(model, int8_images, runtime, int8_images=True)
+    layers = ({} if runtime == "micro" or not layer_examples else
+              layer_differences(tflite_bytes, program, int8_images[:layer_examples], runtime))
+    return {"exact_agreement": float(np.mean(np.all(
+        deployed.reshape(len(deployed), -1) == exact.reshape(len(exact), -1), axis=1))),
+            "layer_differences": layers}

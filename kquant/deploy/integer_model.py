@@ -9,16 +9,21 @@ from kquant.backend import QuantizeLayer, keras, tf
 from kquant.deploy import lowering, runtimes
 
 
-def int8_input(model, program, images):
+def int8_input(model, quant, images):
     """Float images as the int8 tensor the deployed model is fed.
 
     The Keras model's input quantizer puts the images on its grid first, and rounding half up
     takes them to int8: feeding TFLite exactly those integers compares the two on identical
     inputs (rounding the raw image again can flip a value lying near a half step).
+
+    Args:
+        model: the kquant model.
+        quant: the int8 input's `ops.Quantization`.
+        images: float images.
     """
     first = next(layer for layer in model.layers if isinstance(layer, QuantizeLayer))
+    # Called directly: its graph output may belong to the model TF-MOT cloned it from.
     on_grid = first(tf.convert_to_tensor(images, tf.float32), training=False)
-    quant = program.input_quant
     q = tf.floor(on_grid / quant.scale + quant.zero_point + 0.5)
     return tf.cast(tf.clip_by_value(q, -128.0, 127.0), tf.int8)
 
@@ -39,7 +44,8 @@ class IntegerInference(keras.layers.Layer):
         self.dequantize = dequantize
 
     def call(self, images):
-        q = self.program.run(int8_input(self._model, self.program, images), self.runtime)
+        q = self.program.run(int8_input(self._model, self.program.input_quant, images),
+                             self.runtime)
         if not self.dequantize:
             return tf.cast(q, tf.int8)
         quant = self.program.output_quant
@@ -57,7 +63,8 @@ def integer_model(model, runtime="xnnpack", dequantize=True):
         model: a kquant model (from `kquant.quantize_model`), every quantizer switched on at
             its deployed bit-width (`kquant.precision.set_deployed`).
         runtime: where the model will run: "xnnpack" (LiteRT's default CPU path on phones and
-            desktops), "builtin" (LiteRT's built-in kernels, no delegate).
+            desktops), "builtin" (LiteRT's built-in kernels, no delegate) or "micro" (TFLite
+            Micro, on microcontrollers).
         dequantize: output float values (scale * (q - zero point), what `evaluate`'s
             accuracy needs) or the int8 values themselves.
 
@@ -75,8 +82,26 @@ def integer_model(model, runtime="xnnpack", dequantize=True):
     return keras.Model(inputs, outputs, name=f"{model.name}_integer_{runtime}")
 
 
-def integer_outputs(model, images, runtime="xnnpack", batch_size=256):
-    """The deployed model's int8 outputs on `images` (a numpy array), as an int8 array."""
-    exact = integer_model(model, runtime, dequantize=False)
-    return np.concatenate([exact(images[i:i + batch_size]).numpy()
-                           for i in range(0, len(images), batch_size)])
+def integer_outputs(model, images, runtime="xnnpack", batch_size=256, int8_images=False):
+    """The deployed model's int8 outputs, computed by kquant (see `integer_model`).
+
+    Args:
+        model: the kquant model.
+        images: float images, or the int8 input itself with `int8_images`.
+        runtime: "xnnpack", "builtin" or "micro".
+        batch_size: images per batch.
+        int8_images: `images` are already the int8 input (`int8_input`).
+
+    Returns:
+        An int8 numpy array.
+    """
+    chosen = runtimes.get(runtime)
+    program = lowering.lower(model)
+    run = tf.function(lambda q: program.run(q, chosen))
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        if not int8_images:
+            batch = int8_input(model, program.input_quant, batch)
+        outputs.append(run(tf.convert_to_tensor(batch)).numpy())
+    return np.concatenate(outputs).astype(np.int8)

@@ -1,10 +1,10 @@
 """A kquant model lowered as the TFLite converter lowers it: integer ops with their int8 scales.
 
 The converter folds each batch norm into the conv before it (per-channel weight scales and
-the bias), fuses a following ReLU into the conv's clamp, requantizes the accumulator where a
-FakeQuant sits (a quantizer's `requantization_range`, or an 8-bit range learned from data),
-rounds the bias to int32 at input scale x weight scale, and keeps the clip of a low-bit grid
-as a MINIMUM. `lower` does the same from the Keras model alone, so its integer ops
+the bias, a quantizer's input shift too), fuses a following ReLU into the conv's clamp,
+requantizes the accumulator where a FakeQuant sits (a quantizer's `requantization_range`, or
+an 8-bit range learned from data), rounds the bias to int32 at input scale x weight scale,
+and relabels a signed grid with a SUB. `lower` does the same from the Keras model alone, so its integer ops
 (`kquant.deploy.ops`) carry the very scales and integers the .tflite file will hold.
 """
 import dataclasses
@@ -41,15 +41,10 @@ def fake_quant_quantization(low, high):
     return ops.Quantization(np.float32(scale), int(zero) - 128)
 
 
-def output_quantization(layer_name, quantizer, variables):
+def output_quantization(quantizer, variables):
     """The int8 quantization of a requantization point: a kquant quantizer's grid, or the
     8-bit range (min_var, max_var) of TF-MOT's data-calibrated quantizers."""
     if isinstance(quantizer, LowBitQuantizer):
-        if getattr(quantizer, "input_shift", 0.0) or quantizer.activation_grid(variables).low:
-            raise ValueError(
-                f"integer_model: layer {layer_name!r}: {type(quantizer).__name__} (a shifted or "
-                "signed grid) has no integer-exact lowering yet; supported: activation grids "
-                "on [0, clip].")
         return fake_quant_quantization(*quantizer.requantization_range(variables))
     return fake_quant_quantization(variables["min_var"].numpy(), variables["max_var"].numpy())
 
@@ -79,9 +74,6 @@ class _Lowering:
         self.ops = []
         self.values = {}  # Keras layer name -> Quantization of its int8 tensor, or a pending op
         self.aliases = {}  # layer name -> the op output it stands for (Dropout)
-        # Tensors whose scale the converter carried over from an op's input (MINIMUM and the
-        # reshapes after it) rather than fixed by a FakeQuant of their own.
-        self.carried = set()
         self.input_name = self.input_quant = None
 
     def materialized(self, layer, name):
@@ -104,8 +96,7 @@ class _Lowering:
                 continue
             if isinstance(layer, QuantizeLayer):
                 self.input_name = layer.name
-                self.input_quant = output_quantization(layer.name, layer.quantizer,
-                                                       layer.quantizer_vars)
+                self.input_quant = output_quantization(layer.quantizer, layer.quantizer_vars)
                 self.values[layer.name] = self.input_quant
                 continue
             if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
@@ -126,30 +117,28 @@ class _Lowering:
             self.values[name] = self.weights(wrapper, sources[0])
         elif isinstance(inner, keras.layers.BatchNormalization):
             self.values[name] = self.fold_batch_norm(inner, self.values[sources[0]])
-        elif graph.is_activation_layer(inner):
+        elif graph.is_activation_layer(inner) or graph.activation_name(inner) == "linear":
+            # A ReLU, or the linear layer a quantizer that replaces the activation left.
             self.values[name] = self.values[sources[0]]
         elif isinstance(inner, keras.layers.Add) and len(sources) == 2:
             self.values[name] = _PendingAdd(
                 sources, [self.materialized(inner, s) for s in sources])
         elif isinstance(inner, keras.layers.GlobalAveragePooling2D) and not inner.keepdims:
             input_quant = self.materialized(inner, sources[0])
-            output_quant = output_quantization(inner.name, quantizer, variables)
+            output_quant = output_quantization(quantizer, variables)
             self.ops.append(ops.MeanOp(name, sources[0], (1, 2), input_quant, output_quant))
             self.values[name] = output_quant
             return
         elif isinstance(inner, keras.layers.Concatenate) and quantizer is not None:
-            out = output_quantization(inner.name, quantizer, variables)
+            out = output_quantization(quantizer, variables)
             self.ops.append(ops.ConcatOp(name, [self.convert(inner, s, out) for s in sources],
                                          inner.axis))
             self.values[name] = out
             return
         elif isinstance(inner, keras.layers.AveragePooling2D):
-            # AVERAGE_POOL_2D keeps one scale. The converter requantizes its input when that
-            # scale was only carried over (through a grid's MINIMUM), else its output.
-            out = output_quantization(inner.name, quantizer, variables)
+            # AVERAGE_POOL_2D keeps its input's scale; a QUANTIZE after it moves to its own.
+            out = output_quantization(quantizer, variables)
             source = sources[0]
-            if source in self.carried:
-                source = self.convert(inner, source, out)
             pooled = f"{name}/pooled" if self.values[source] != out else name
             self.ops.append(ops.AveragePoolOp(pooled, source, inner.pool_size, inner.strides,
                                               inner.padding.upper()))
@@ -162,15 +151,11 @@ class _Lowering:
         elif isinstance(inner, (keras.layers.Flatten, keras.layers.Reshape)):
             self.ops.append(ops.ReshapeOp(name, sources[0], wrapper.output_shape[1:]))
             self.values[name] = self.materialized(inner, sources[0])
-            if sources[0] in self.carried:
-                self.carried.add(name)
             return
         elif isinstance(inner, keras.layers.ZeroPadding2D):
             quant = self.materialized(inner, sources[0])
             self.ops.append(ops.PadOp(name, sources[0], inner.padding, quant.zero_point))
             self.values[name] = quant
-            if sources[0] in self.carried:
-                self.carried.add(name)
             return
         elif isinstance(inner, (keras.layers.MaxPooling2D, keras.layers.GlobalMaxPooling2D)):
             quant = self.materialized(inner, sources[0])
@@ -180,8 +165,6 @@ class _Lowering:
                 inner.strides if pooling else (1, 1),
                 inner.padding.upper() if pooling else "VALID", global_pool=not pooling))
             self.values[name] = quant
-            if sources[0] in self.carried:
-                self.carried.add(name)
             return
         else:
             raise ValueError(f"integer_model: layer {inner.name!r} ({type(inner).__name__}) has "
@@ -191,8 +174,8 @@ class _Lowering:
                              "MaxPooling2D, Flatten, Reshape, Dropout, ZeroPadding2D.")
         if quantizer is not None:
             activation = graph.activation_name(inner)
-            self.values[name] = self.requantize(name, inner, self.values[name], quantizer,
-                                                variables, activation)
+            self.values[name] = self.requantize(name, inner, self.values[name], sources[0],
+                                                quantizer, variables, activation)
 
     def convert(self, layer, source, out):
         """`source` on the scale `out` (a QUANTIZE op where the scales differ); returns the name
@@ -249,20 +232,21 @@ class _Lowering:
             scales=pending.scales * np.abs(multiplier).astype(np.float64),
             bias=(pending.bias * multiplier + offset).astype(np.float32))
 
-    def requantize(self, name, layer, pending, quantizer, variables, activation):
-        out = output_quantization(layer.name, quantizer, variables)
+    def requantize(self, name, layer, pending, source, quantizer, variables, activation):
+        out = output_quantization(quantizer, variables)
+        grid = isinstance(quantizer, LowBitQuantizer)
+        shift = np.float32(getattr(quantizer, "input_shift", 0.0)) if grid else np.float32(0.0)
+        relabel = quantizer.relabel(variables) if grid else None
         low, high = ops.INT8_MIN, ops.INT8_MAX
-        if activation in graph.ACTIVATIONS:
+        if grid or activation in graph.ACTIVATIONS:  # a grid always follows a (fused) ReLU
             low = max(low, out.zero_point)
-            if activation == "relu6":
-                high = min(high, out.zero_point + int(_round_half_away(
-                    np.float32(6.0) / out.scale)))
-        grid_top = (isinstance(quantizer, LowBitQuantizer) and
-                    float(quantizer.clip(variables).numpy()))
-        requantized = f"{name}/requantized" if grid_top else name
+        if activation == "relu6":
+            high = min(high, out.zero_point + int(_round_half_away(np.float32(6.0) / out.scale)))
+        requantized = f"{name}/requantized" if relabel else name
         if isinstance(pending, _PendingWeights):
             accumulator_scale = np.float64(pending.input_quant.scale) * pending.scales
-            bias = _round_half_away(pending.bias.astype(np.float64) / accumulator_scale)
+            # The converter folds a quantizer's input shift into the bias, in float32.
+            bias = _round_half_away((pending.bias + shift).astype(np.float64) / accumulator_scale)
             codes = pending.codes
             if pending.kind == "depthwise":
                 codes = codes.reshape(pending.layer.depthwise_kernel.shape)
@@ -273,20 +257,36 @@ class _Lowering:
                                   dilations=tuple(pending.layer.dilation_rate))
             self.ops.append(ops.WeightOp(
                 requantized, pending.source, pending.kind, codes,
-                pending.scales.astype(np.float32), bias.astype(np.int64), pending.input_quant, out, (low, high), **layer_args))
+                pending.scales.astype(np.float32), bias.astype(np.int64), pending.input_quant,
+                out, (low, high), **layer_args))
         elif isinstance(pending, _PendingAdd):
             self.ops.append(ops.AddOp(requantized, pending.sources, pending.input_quants, out,
                                       (low, high)))
+        elif shift:
+            # An 8-bit tensor (a residual sum) shifted onto the grid: ADD of a constant.
+            code, quant = _constant(shift)
+            self.ops.append(ops.AddOp(requantized, [source], [pending, quant], out, (low, high),
+                                      constant=code))
         else:
             raise ValueError(f"integer_model: layer {layer.name!r} requantizes a tensor TFLite "
                              "already holds as int8 (an activation after pooling or an 8-bit "
                              "output); no integer-exact lowering for that yet.")
-        if grid_top:
-            top = out.zero_point + int(_round_half_away(np.float64(np.float32(grid_top)) /
-                                                        np.float64(out.scale)))
-            self.ops.append(ops.MinimumOp(name, requantized, min(top, ops.INT8_MAX)))
-            self.carried.add(name)
+        if relabel:
+            offset, (relabel_low, relabel_high) = relabel
+            code, quant = _constant(offset)
+            out_relabelled = fake_quant_quantization(relabel_low, relabel_high)
+            self.ops.append(ops.AddOp(name, [requantized], [out, quant], out_relabelled,
+                                      constant=code, subtract=True))
+            out = out_relabelled
         return out
+
+
+def _constant(value):
+    """A float32 constant as the converter stores it in int8: (code, quantization) on the
+    range [min(value, 0), max(value, 0)]."""
+    quant = fake_quant_quantization(min(float(value), 0.0), max(float(value), 0.0))
+    code = int(_round_half_away(np.float64(np.float32(value)) / np.float64(quant.scale)))
+    return int(np.clip(code + quant.zero_point, ops.INT8_MIN, ops.INT8_MAX)), quant
 
 
 def lower(model) -> ops.Program:

@@ -1,18 +1,20 @@
 """The integer ops of a deployed model, computed as the TFLite kernels compute them.
 
-Each op reads int64 tensors of int8 values (whole numbers) from named inputs and writes one.
+Each op reads int64 tensors of int8 values (whole numbers) from named inputs and writes one;
+`tflite_op` names the TFLite op that computes the same.
 Accumulation is exact (float64 convolutions of integers far below 2^53); where a kernel rounds,
 the op asks the runtime (`kquant.deploy.runtimes`). Quantization parameters are those the
 TFLite converter writes: a float32 scale and an integer zero point per tensor.
 """
 import dataclasses
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from kquant.backend import tf
 
 INT8_MIN, INT8_MAX = -128, 127
+_WEIGHT_OPS = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "dense": "FULLY_CONNECTED"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +36,13 @@ class WeightOp:
     Attributes:
         kind: "conv", "depthwise" or "dense".
         codes: int8 weights as stored in TFLite, in the Keras kernel layout.
-        weight_scales: float32 scale per output channel (one value for dense).
+        weight_scales: float32 scale per output channel (all equal for dense).
         bias: int32 bias per output channel at input scale x weight scale.
         strides, padding, dilations: of the convolution.
         clamp: (low, high) int8 bounds of the fused activation.
     """
+
+    tflite_op = property(lambda self: _WEIGHT_OPS[self.kind])
 
     name: str
     source: str
@@ -71,35 +75,32 @@ class WeightOp:
 
 @dataclasses.dataclass
 class AddOp:
-    """ADD of two int8 tensors, with the fused activation clamp."""
+    """ADD (or SUB) of two int8 tensors, or of one and an int8 constant, with the fused
+    activation clamp."""
+
+    tflite_op = property(lambda self: "SUB" if self.subtract else "ADD")
 
     name: str
     sources: Sequence[str]
     input_quants: Sequence[Quantization]
     output_quant: Quantization
     clamp: Tuple[int, int] = (INT8_MIN, INT8_MAX)
+    constant: Optional[int] = None  # the second operand's int8 code, when it is a constant
+    subtract: bool = False
 
     def run(self, values, runtime):
-        a, b = (values[s] for s in self.sources)
-        return _clamp(runtime.add(a, b, *self.input_quants, self.output_quant), *self.clamp)
-
-
-@dataclasses.dataclass
-class MinimumOp:
-    """MINIMUM with an int8 constant (the top of a low-bit activation grid)."""
-
-    name: str
-    source: str
-    value: int
-
-    def run(self, values, runtime):
-        del runtime
-        return tf.minimum(values[self.source], tf.constant(self.value, tf.int64))
+        a = values[self.sources[0]]
+        b = (values[self.sources[1]] if self.constant is None
+             else tf.constant(self.constant, tf.int64))
+        q = runtime.add(a, b, *self.input_quants, self.output_quant, subtract=self.subtract)
+        return _clamp(q, *self.clamp)
 
 
 @dataclasses.dataclass
 class MeanOp:
     """MEAN over spatial axes (global average pooling)."""
+
+    tflite_op = "MEAN"
 
     name: str
     source: str
@@ -116,6 +117,8 @@ class MeanOp:
 class ConvertOp:
     """QUANTIZE from one int8 scale to another (before a concatenation, after pooling)."""
 
+    tflite_op = "QUANTIZE"
+
     name: str
     source: str
     input_quant: Quantization
@@ -129,6 +132,8 @@ class ConvertOp:
 @dataclasses.dataclass
 class ConcatOp:
     """CONCATENATION of int8 tensors already on one scale."""
+
+    tflite_op = "CONCATENATION"
 
     name: str
     sources: Sequence[str]
@@ -144,6 +149,8 @@ class AveragePoolOp:
     """AVERAGE_POOL_2D on one scale: the window sum of the int8 values divided by the number
     of values inside the image, rounded half away from zero (the same in every runtime: XNNPACK
     leaves int8 average pooling to the built-in kernel)."""
+
+    tflite_op = "AVERAGE_POOL_2D"
 
     name: str
     source: str
@@ -169,6 +176,8 @@ class AveragePoolOp:
 class ReshapeOp:
     """RESHAPE (Flatten, Reshape): values unchanged."""
 
+    tflite_op = "RESHAPE"
+
     name: str
     source: str
     shape: Sequence[int]
@@ -181,6 +190,8 @@ class ReshapeOp:
 @dataclasses.dataclass
 class PadOp:
     """PAD with the input's zero point (ZeroPadding2D: real zero)."""
+
+    tflite_op = "PAD"
 
     name: str
     source: str
@@ -196,6 +207,8 @@ class PadOp:
 @dataclasses.dataclass
 class MaxPoolOp:
     """MAX_POOL_2D: the integer maximum (same scale in and out)."""
+
+    tflite_op = property(lambda self: "REDUCE_MAX" if self.global_pool else "MAX_POOL_2D")
 
     name: str
     source: str

@@ -9,7 +9,7 @@ zero points, clamps, int8 min) is the same everywhere and lives in `kquant.deplo
 A runtime answers four questions, each on int64 tensors of integer values and returning the
 output's integer values (zero point included, not yet clamped): `requantize` (a conv/dense
 accumulator to the output grid), `convert` (an int8 tensor to another scale: QUANTIZE),
-`add` and `mean`.
+`add` (also SUB) and `mean`.
 """
 import numpy as np
 
@@ -40,9 +40,10 @@ class XNNPACK:
         scaled = tf.cast(acc, tf.float32) * tf.constant(scale.astype(np.float32))
         return tf.cast(tf.math.rint(scaled), tf.int64) + out_quant.zero_point
 
-    def add(self, a, b, a_quant, b_quant, out_quant):
+    def add(self, a, b, a_quant, b_quant, out_quant, subtract=False):
         a_ratio = _f32(_f32(a_quant.scale) / _f32(out_quant.scale))
         b_ratio = _f32(_f32(b_quant.scale) / _f32(out_quant.scale))
+        b_ratio = -b_ratio if subtract else b_ratio  # XNNPACK subtracts by a negative scale
         exponent = int(np.frexp(max(abs(a_ratio), abs(b_ratio)))[1]) - 1
         shift = 20 - exponent
 
@@ -89,7 +90,7 @@ class MicroKernels:
         return fixed_point.multiply_by_quantized_multiplier(
             x - in_quant.zero_point, mantissa, shift) + out_quant.zero_point
 
-    def add(self, a, b, a_quant, b_quant, out_quant):
+    def add(self, a, b, a_quant, b_quant, out_quant, subtract=False):
         left_shift = 20
         twice_max = 2.0 * np.float64(max(_f32(a_quant.scale), _f32(b_quant.scale)))
         a_m, a_s = fixed_point.quantize_multiplier(np.float64(_f32(a_quant.scale)) / twice_max)
@@ -100,7 +101,8 @@ class MicroKernels:
             (a - a_quant.zero_point) * (1 << left_shift), a_m, a_s)
         scaled_b = fixed_point.multiply_by_quantized_multiplier(
             (b - b_quant.zero_point) * (1 << left_shift), b_m, b_s)
-        return fixed_point.multiply_by_quantized_multiplier(scaled_a + scaled_b, o_m, o_s) + \
+        total = scaled_a - scaled_b if subtract else scaled_a + scaled_b
+        return fixed_point.multiply_by_quantized_multiplier(total, o_m, o_s) + \
             out_quant.zero_point
 
     def mean(self, x, axes, in_quant, out_quant):

@@ -13,7 +13,7 @@ import threading
 
 from kquant.backend import keras, tf, tfmot
 from kquant.quantizers.int8_grid import per_channel_weight_grid, per_tensor_weight_grid
-from kquant.quantizers.rounding import requantization_top, steps, uniform_activation
+from kquant.quantizers.rounding import requantization_range, steps, uniform_activation
 
 MIN_BITS, MAX_BITS = 1, 8
 
@@ -223,6 +223,12 @@ class ActivationQuantizer(LowBitQuantizer):
     fixed_clip = None  # the clip, for quantizers whose clip never changes; None when it is learned
     replaces_activation = False  # True: takes the pre-activation (quantize_model drops the ReLU)
     input_shift = 0.0  # a constant added to the input before rounding (folded into a conv bias)
+    # Set by `kquant.quantize_model` for the TFLite graph (see `uniform_activation`): the
+    # layer before already applies the ReLU (a second one after a ReLU6 would not fuse), and
+    # a concatenation follows.
+    input_rectified = False
+    standalone = False
+    _MODEL_FLAGS = ("input_rectified", "standalone")
 
     def clip(self, weights):
         """The upper end of the range, a scalar tensor: `fixed_clip` where a subclass sets one,
@@ -252,7 +258,21 @@ class ActivationQuantizer(LowBitQuantizer):
             return super().__call__(inputs, training, weights, **kwargs)
 
     def quantize(self, x, weights):
-        return uniform_activation(x, self.clip(weights), weights["bits"])
+        return uniform_activation(x, self.clip(weights), weights["bits"],
+                                  rectify=not self.input_rectified, standalone=self.standalone)
+
+    def get_config(self):
+        return {**super().get_config(), **{flag: True for flag in self._MODEL_FLAGS
+                                           if getattr(self, flag)}}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        flags = {flag: config.pop(flag, False) for flag in cls._MODEL_FLAGS}
+        quantizer = cls(**config)
+        for flag, value in flags.items():
+            setattr(quantizer, flag, value)
+        return quantizer
 
     def bypass(self, x, weights):
         return tf.minimum(tf.nn.relu(x), self.clip(weights))
@@ -261,7 +281,14 @@ class ActivationQuantizer(LowBitQuantizer):
         """(min, max) of the 8-bit FakeQuant where TFLite requantizes the accumulator onto this
         grid, as float32 values equal to the graph's (the converter derives the int8 scale and
         zero point from them)."""
-        return 0.0, float(requantization_top(self.clip(weights), weights["bits"]).numpy())
+        low, high = requantization_range(self.clip(weights), weights["bits"])
+        return float(low.numpy()), float(high.numpy())
+
+    def relabel(self, weights):
+        """A constant the export subtracts after requantization and the 8-bit range of the
+        result, (offset, (low, high)), for grids that are shifted back after rounding; None."""
+        del weights
+        return None
 
     def activation_grid(self, weights):
         """The `ActivationGrid` at the current clip and bit-width."""

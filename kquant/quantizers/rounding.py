@@ -17,32 +17,44 @@ def steps(bits):
     return tf.pow(2.0, tf.cast(bits, tf.float32)) - 1.0
 
 
-def requantization_top(clip, bits):
-    """255 * clip / n: the top of the 8-bit range [0, top] whose step is the b-bit step (a
-    float32 tensor, computed as the graph computes it: the converter reads this value)."""
-    return 255.0 * clip / steps(bits)
+def requantization_range(clip, bits):
+    """The 8-bit range [-(255 - n) clip / n, clip] whose step is the b-bit step clip / n and
+    whose top is the clip (float32 tensors, as the graph computes them: the converter reads
+    these values). Its int8 zero point is 127 - n, so int8's own saturation at 127 is the clip."""
+    n, clip = steps(bits), tf.convert_to_tensor(clip, tf.float32)
+    return -(255.0 - n) * clip / n, clip
 
 
-def uniform_activation(x, clip, bits):
+def uniform_activation(x, clip, bits, rectify=False, standalone=False):
     """Quantizes x to bits-bit levels on [0, clip]: clip * round(n * clip(x / clip, 0, 1)) / n.
 
-    Written as an 8-bit FakeQuant on [0, 255 * clip / n] (whose step is clip / n) followed by
-    min(x, clip): the converter requantizes the conv output onto that step, so the int8 tensor
-    holds only the n + 1 low-bit levels and TFLite computes what Keras does. Gradient: 1 for x
-    in [0, clip], 0 outside (straight-through); with respect to `clip`, 1 where x > clip
-    (PACT's estimator), because the FakeQuant range is held constant.
+    Written as one 8-bit FakeQuant on `requantization_range` after the ReLU: the converter fuses
+    the ReLU into the conv and requantizes the accumulator onto the b-bit step, with the clip
+    carried by int8's saturation at 127, so the int8 tensor holds only the n + 1 levels, the
+    export has no extra op (XNNPACK takes the graph in one piece) and TFLite computes what
+    Keras does. Gradient: 1 for x in [0, clip], 0 outside (straight-through); with respect to
+    `clip`, the sum of the gradients where x > clip (PACT's estimator, FakeQuant's gradient for
+    its max).
 
     Args:
-        x: activation tensor.
+        x: activation tensor, after a ReLU or ReLU6 unless `rectify`.
         clip: upper end of the range (a float or a scalar tensor), > 0.
         bits: bit-width, 1 to 8 (may be a variable).
+        rectify: apply the ReLU here (for quantizers that replace the network's activation; a
+            second ReLU after a ReLU6 would leave the converter a RELU op of its own).
+        standalone: end in min(., clip), which changes no value but makes TFLite keep the grid
+            as a tensor of its own (an int8 MINIMUM): before a concatenation, whose 8-bit
+            range the converter would otherwise requantize the conv accumulator onto directly,
+            skipping the low-bit rounding.
 
     Returns:
         The quantized activation.
     """
-    top = tf.stop_gradient(requantization_top(clip, bits))
-    y = tf.quantization.fake_quant_with_min_max_vars(x, 0.0, top, num_bits=8, narrow_range=False)
-    return tf.minimum(y, clip)
+    low, high = requantization_range(clip, bits)
+    x = tf.nn.relu(x) if rectify else x
+    y = tf.quantization.fake_quant_with_min_max_vars(
+        x, tf.stop_gradient(low), high, num_bits=8, narrow_range=False)
+    return tf.minimum(y, clip) if standalone else y
 
 
 def straight_through(forward, x, low, high):

@@ -1,7 +1,8 @@
 """Symmetric activations on [-c, c], down to the sign of binary networks (Recipe name "sign")."""
 from kquant.backend import tf
 from kquant.quantizers.base import ActivationGrid, ActivationQuantizer
-from kquant.quantizers.rounding import steps, straight_through
+from kquant.quantizers.rounding import (requantization_range, steps, straight_through,
+                                        uniform_activation)
 from kquant.serialization import serializable
 
 MAX_SIGNED_BITS = 7  # the levels are odd multiples of c / n, and int8 holds them up to n = 127
@@ -61,12 +62,23 @@ class SignActivationQuantizer(ActivationQuantizer):
         def symmetric(a):
             # Rounding where the accumulator is requantized (grid 2c / n from a + c, shift
             # folded into the conv bias), then relabelled onto codes of scale c / n.
-            top = 255.0 * 2.0 * c / n
-            u = tf.minimum(tf.quantization.fake_quant_with_min_max_vars(a + c, 0.0, top), 2.0 * c)
-            return tf.quantization.fake_quant_with_min_max_vars(u - c, -128.0 * c / n,
-                                                                127.0 * c / n)
+            u = uniform_activation(a + c, 2.0 * c, weights["bits"], rectify=True)
+            return tf.quantization.fake_quant_with_min_max_vars(u - c, *self._codes_range(n))
 
         return straight_through(symmetric, x, -c, c)
+
+    def _codes_range(self, n):
+        return -128.0 * self.fixed_clip / n, 127.0 * self.fixed_clip / n
+
+    def requantization_range(self, weights):
+        """The grid of step 2c / n on [0, 2c] that a + c is requantized onto."""
+        low, high = requantization_range(2.0 * self.fixed_clip, weights["bits"])
+        return float(low.numpy()), float(high.numpy())
+
+    def relabel(self, weights):
+        """a_q = u - c, onto int8 codes of scale c / n."""
+        low, high = self._codes_range(steps(weights["bits"]))
+        return self.fixed_clip, (float(low.numpy()), float(high.numpy()))
 
     def bypass(self, x, weights):
         return tf.clip_by_value(x, -self.fixed_clip, self.fixed_clip)

@@ -115,7 +115,9 @@ class SparseActivationQuantizer(ActivationQuantizer):
     def quantize(self, x, weights):
         top, bits = self.clip(weights), tf.convert_to_tensor(weights["bits"])
         shift = self.input_shift  # folded into the conv bias by the converter
-        return straight_through(lambda a: uniform_activation(a + shift, top, bits), x, 0.0, top)
+        return straight_through(
+            lambda a: uniform_activation(a + shift, top, bits, rectify=True,
+                                         standalone=self.standalone), x, 0.0, top)
 
     def activation_grid(self, weights):
         n = float(steps(weights["bits"]))
