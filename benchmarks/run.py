@@ -156,8 +156,9 @@ def main(argv):
 
 
 def _exact_fields(report, tflite, model, data):
-    """Agreement with kquant's integer-exact mode on each runtime, and the worst layer (fed
-    TFLite's own inputs); empty for models kquant cannot lower (peers)."""
+    """Agreement with kquant's integer-exact mode on each runtime, the worst layer (fed
+    TFLite's own inputs) and the TFLite Micro arena; empty for models kquant cannot lower
+    (peers)."""
     if report.exact_agreement is None:
         return {}
     layers = report.layer_differences.values()
@@ -167,6 +168,7 @@ def _exact_fields(report, tflite, model, data):
     for runtime in ("builtin", "micro"):
         fields[f"agreement_exact_{runtime}"] = round(tflite_export.exact_agreement(
             tflite, model, data.test, runtime, FLAGS.exact_examples), 4)
+    fields["micro_arena_bytes"] = tflite_export.runtime.micro_arena_bytes(tflite)
     return fields
 
 

@@ -44,6 +44,9 @@ flags.DEFINE_bool("calibrate_ranges", True, "With --init_from: start PACT clips 
 flags.DEFINE_string("save_model", "", "Where to save the trained Keras model (.h5).")
 flags.DEFINE_string("backup_dir", "", "Resume an interrupted run from this folder (BackupAndRestore).")
 flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty skips export.")
+flags.DEFINE_enum("runtime", "xnnpack", ["xnnpack", "builtin", "micro"], "Where the TFLite model "
+                  "will run: LiteRT with XNNPACK (phones, desktops), LiteRT's built-in kernels, "
+                  "or TFLite Micro; verify compares it with kquant's integer-exact mode there.")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("technique", "none", "Training technique(s), joined with '+', from "
@@ -168,8 +171,10 @@ def main(argv):
         path = os.path.join(FLAGS.export_dir, f"{FLAGS.model}_w{FLAGS.weight_bits}a{FLAGS.activation_bits}.tflite")
         with open(path, "wb") as f:
             f.write(tflite_bytes)
-        report = tflite_export.verify(tflite_bytes, model, data.test)
+        report = tflite_export.verify(tflite_bytes, model, data.test, runtime=FLAGS.runtime)
         print(report)
+        if report.exact_agreement is not None:
+            record.update(runtime=FLAGS.runtime, exact_agreement=round(report.exact_agreement, 4))
         record.update(tflite_path=path, tflite_bytes=len(tflite_bytes),
                       tflite_top1=round(report.tflite_accuracy, 4), agreement=round(report.agreement, 4),
                       float_tflite_bytes=len(tflite_export.convert_float(float_model)))

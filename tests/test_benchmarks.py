@@ -20,6 +20,7 @@ def test_reduced_mnist_suite_stays_above_its_accuracy_floor(tmp_path):
     results = tmp_path / "mnist.jsonl"
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--suite=mnist-cnn",
                "--limit=10000", "--float_epochs=6", "--bits=4", "--methods=kquant-dorefa,kquant-pact,tfmot-8bit",
+               "--exact_examples=2000",
                f"--results={results}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -33,6 +34,9 @@ def test_reduced_mnist_suite_stays_above_its_accuracy_floor(tmp_path):
         assert record["tflite_top1"] > floors[method] and record["command"].startswith("python ")
     for method in ("kquant-dorefa", "kquant-pact"):
         assert records[method]["agreement"] >= 0.98
+        for runtime in ("xnnpack", "builtin", "micro"):  # the integer-exact mode (issue target)
+            assert records[method][f"agreement_exact_{runtime}"] >= 0.999, (method, runtime)
+        assert records[method]["micro_arena_bytes"] > 0
         assert records[method]["float_tflite_bytes"] / records[method]["tflite_bytes"] > 3.0
 
 

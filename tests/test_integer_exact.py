@@ -8,7 +8,7 @@ import tflite_export.layerwise
 from kquant.backend import keras, tf
 from kquant.deploy import fixed_point, integer_model, integer_outputs, lowering
 from kquant.deploy.integer_model import int8_input
-from tflite_export.runtime import RUNTIMES, int8_outputs
+from tflite_export.runtime import RUNTIMES, int8_outputs, micro_arena_bytes
 
 
 def _conv_bn(x, filters, name, kernel=3, strides=1, relu="relu", depthwise=False):
@@ -259,3 +259,14 @@ def test_verify_says_why_a_model_has_no_exact_mode():
     report = tflite_export.verify(tflite_export.convert(model, [images]), model, [images])
     assert report.exact_agreement is None
     assert "input_bn" in report.exact_error and "not available" in str(report)
+
+
+def test_micro_arena_is_the_smallest_that_runs_the_model():
+    model, images = _deployable(conv_model, 4)
+    blob = tflite_export.convert(model, [images])
+    int8_images = int8_input(model, lowering.lower(model).input_quant, images).numpy()[:4]
+    size = micro_arena_bytes(blob)
+    np.testing.assert_array_equal(int8_outputs(blob, int8_images, "micro", size),
+                                  int8_outputs(blob, int8_images, "micro"))
+    with pytest.raises(ValueError, match="micro_arena_bytes"):
+        int8_outputs(blob, int8_images, "micro", size - 16)

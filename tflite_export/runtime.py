@@ -3,6 +3,9 @@
 LiteRT first, then the old tflite_runtime wheel, then TensorFlow's; TFLite Micro from the
 `tflite-micro` package (pip install "kquant[micro]").
 """
+import contextlib
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -72,7 +75,14 @@ def _micro(tflite_bytes, arena_bytes):
     except ImportError as error:
         raise ImportError('runtime "micro" needs the tflite-micro package (pip install '
                           '"kquant[micro]" or pip install tflite-micro).') from error
-    interpreter = micro_runtime.Interpreter.from_bytes(tflite_bytes, arena_size=arena_bytes)
+    try:
+        with _quiet_stderr():
+            interpreter = micro_runtime.Interpreter.from_bytes(tflite_bytes,
+                                                               arena_size=arena_bytes)
+    except RuntimeError as error:
+        raise ValueError(f"TFLite Micro could not set the model up in a {arena_bytes}-byte "
+                         "arena; tflite_export.runtime.micro_arena_bytes(tflite_bytes) gives the "
+                         "size it needs.") from error
 
     def run(image):
         interpreter.set_input(image, 0)
@@ -103,3 +113,43 @@ def int8_outputs(tflite_bytes, int8_images, runtime="xnnpack", micro_arena_bytes
     run = (_micro(tflite_bytes, micro_arena_bytes) if runtime == "micro"
            else _litert(tflite_bytes, runtime))
     return np.stack([np.array(run(image[None]))[0] for image in np.asarray(int8_images, np.int8)])
+
+
+def micro_arena_bytes(tflite_bytes, largest=MICRO_ARENA_BYTES * 16):
+    """The smallest tensor arena TFLite Micro can run the model in, to 16 bytes (its
+    alignment): the RAM a microcontroller must set aside for activations and scratch.
+
+    Raises:
+        ValueError: if even `largest` bytes are not enough.
+    """
+    from tflite_micro.python.tflite_micro import runtime as micro_runtime
+
+    def fits(size):
+        with _quiet_stderr():  # TFLM prints each failed allocation
+            try:
+                micro_runtime.Interpreter.from_bytes(tflite_bytes, arena_size=size)
+            except RuntimeError:
+                return False
+        return True
+
+    if not fits(largest):
+        raise ValueError(f"micro_arena_bytes: the model does not fit in {largest} bytes.")
+    low, high = 0, largest  # low does not fit, high fits
+    while high - low > 16:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silences C++ writes to stderr (file descriptor 2) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
