@@ -1,6 +1,6 @@
 """kquant: low-bitwidth quantization-aware training for Keras, exported as integer TFLite."""
 from kquant import backend  # noqa: F401  (selects Keras 2 first)
-from kquant import losses, models, precision, quantizers, techniques
+from kquant import deploy, losses, models, precision, quantizers, techniques
 from kquant.calibration import calibrate_ranges
 from kquant.compile import compile_classifier, cosine_sgd
 from kquant.data import load_dataset
@@ -12,5 +12,5 @@ from kquant.serialization import custom_objects, quantize_scope
 __version__ = "0.1.0"
 
 __all__ = ["Recipe", "calibrate_ranges", "compile_classifier", "cosine_sgd", "custom_objects",
-           "describe", "initialize_weight_quantizers", "load_dataset", "losses", "models",
+           "deploy", "describe", "initialize_weight_quantizers", "load_dataset", "losses", "models",
            "precision", "quantize_model", "quantize_scope", "quantizers", "techniques"]

@@ -171,6 +171,7 @@ def test_negative_batch_norm_scale_flips_the_codes_of_its_channels():
 def test_integer_model_evaluates_like_a_keras_model():
     model, images = _deployable(conv_model, 4)
     labels = np.arange(len(images)) % 5
+    assert kquant.deploy.integer_model is integer_model  # reachable after `import kquant`
     exact = integer_model(model, "xnnpack")
     exact.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
