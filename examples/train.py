@@ -44,7 +44,7 @@ flags.DEFINE_bool("calibrate_ranges", True, "With --init_from: start PACT clips 
 flags.DEFINE_string("save_model", "", "Where to save the trained Keras model (.h5).")
 flags.DEFINE_string("backup_dir", "", "Resume an interrupted run from this folder (BackupAndRestore).")
 flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty skips export.")
-flags.DEFINE_enum("runtime", "xnnpack", ["xnnpack", "builtin", "micro"], "Where the TFLite model "
+flags.DEFINE_enum("runtime", "xnnpack", sorted(kquant.deploy.RUNTIMES), "Where the TFLite model "
                   "will run: LiteRT with XNNPACK (phones, desktops), LiteRT's built-in kernels, "
                   "or TFLite Micro; verify compares it with kquant's integer-exact mode there.")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")

@@ -70,9 +70,16 @@ def concatenation_model(inputs):
     return _head(keras.layers.Concatenate(name="concat")([a, b]))
 
 
+def pad_and_max_pool_model(inputs):
+    x = keras.layers.ZeroPadding2D(1, name="pad")(_conv_bn(inputs, 8, "first"))
+    x = keras.layers.MaxPooling2D(2, name="max_pool")(x)
+    x = keras.layers.GlobalMaxPooling2D(name="global_max")(_conv_bn(x, 8, "second"))
+    return keras.layers.Dense(5, name="logits")(x)
+
+
 MODELS = {f.__name__.replace("_model", ""): f for f in
           (conv_model, depthwise_model, dense_model, add_model, average_pool_model,
-           concatenation_model)}
+           concatenation_model, pad_and_max_pool_model)}
 
 
 def _deployable(build, bits, seed=0, **recipe):

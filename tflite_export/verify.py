@@ -207,18 +207,14 @@ def exact_agreement(tflite_bytes, model, data, runtime, max_examples=10_000):
     images, _ = _examples(data, max_examples)
     quant = lowering.lower(model).input_quant
     int8_images = int8_input(model, quant, images).numpy()
-    return _exact_comparison(tflite_bytes, model, int8_images, runtime, 0, raise_errors=True)[
-        "exact_agreement"]
+    return _exact_comparison(tflite_bytes, model, int8_images, runtime, 0)["exact_agreement"]
 
 
-def _exact_comparison(tflite_bytes, model, int8_images, runtime, layer_examples,
-                      raise_errors=False):
+def _exact_comparison(tflite_bytes, model, int8_images, runtime, layer_examples):
     """The `VerificationReport` fields of the comparison with the integer-exact mode."""
     try:
         program = lowering.lower(model)
     except ValueError as error:
-        if raise_errors:
-            raise
         return {"exact_error": str(error)}
     deployed = int8_outputs(tflite_bytes, int8_images, runtime)
     exact = integer_outputs(model, int8_images, runtime, int8_images=True)

@@ -17,13 +17,15 @@ def int8_input(model, quant, images):
     inputs (rounding the raw image again can flip a value lying near a half step).
 
     Args:
-        model: the kquant model.
+        model: the kquant model (or any TF-MOT model; without an input quantizer the images
+            are rounded as they are).
         quant: the int8 input's `ops.Quantization`.
         images: float images.
     """
-    first = next(layer for layer in model.layers if isinstance(layer, QuantizeLayer))
+    images = tf.convert_to_tensor(images, tf.float32)
+    first = next((layer for layer in model.layers if isinstance(layer, QuantizeLayer)), None)
     # Called directly: its graph output may belong to the model TF-MOT cloned it from.
-    on_grid = first(tf.convert_to_tensor(images, tf.float32), training=False)
+    on_grid = first(images, training=False) if first is not None else images
     q = tf.floor(on_grid / quant.scale + quant.zero_point + 0.5)
     return tf.cast(tf.clip_by_value(q, -128.0, 127.0), tf.int8)
 
