@@ -42,23 +42,28 @@ def _reachable(tensor, ops):
     return found
 
 
-def _match(program, ops, input_index):
+def _match(program, ops, input_index, sizes):
     """{op name: (TFLite input tensor per source, TFLite output tensor)} for each op of the
-    program that a TFLite op of its type computes from the same tensors."""
+    program that a TFLite op of its type computes from the same tensors (and, for a weight
+    op, with a filter of its size: a residual block's conv and shortcut read one tensor)."""
     tensor_of = {program.input_name: input_index}
-    matched = {}
+    matched, taken = {}, set()
     for op in program.ops:
         sources = list(getattr(op, "sources", None) or [op.source])
         if not all(s in tensor_of for s in sources):
             continue
         options = [_reachable(tensor_of[s], ops) for s in sources]
+        codes = getattr(op, "codes", None)
         for candidate in ops:
-            if candidate["op_name"] != op.tflite_op:
+            if candidate["op_name"] != op.tflite_op or candidate["index"] in taken:
+                continue
+            if codes is not None and codes.size not in [sizes[t] for t in candidate["inputs"]]:
                 continue
             inputs = [next((t for t in option if t in candidate["inputs"]), None)
                       for option in options]
             if None not in inputs:
                 tensor_of[op.name] = candidate["outputs"][0]
+                taken.add(candidate["index"])
                 matched[op.name] = (inputs, candidate["outputs"][0])
                 break
     return matched
@@ -80,7 +85,8 @@ def layer_differences(tflite_bytes, program, int8_images, runtime="xnnpack"
     interpreter = make_interpreter(tflite_bytes, keep_all_tensors=True, runtime=runtime)
     ops = _tflite_ops(interpreter)
     input_index = interpreter.get_input_details()[0]["index"]
-    matched = _match(program, ops, input_index)
+    sizes = {t["index"]: int(np.prod(t["shape"])) for t in interpreter.get_tensor_details()}
+    matched = _match(program, ops, input_index, sizes)
     seen = {name: ([[] for _ in inputs], []) for name, (inputs, _) in matched.items()}
     for image in np.asarray(int8_images, np.int8):
         interpreter.set_tensor(input_index, image[None])
