@@ -7,11 +7,13 @@ other requantization point (a batch norm or Add feeding no activation, average p
 logits) gets an 8-bit range learned from data, as TF-MOT's default scheme does.
 """
 from kquant.backend import keras, tfmot
+from kquant.folding import FoldedConv2D, FoldedDepthwiseConv2D
 from kquant.graph import ACTIVATIONS, activation_name, is_activation_layer
 from kquant.serialization import serializable
 
 WEIGHT_LAYERS = {keras.layers.Conv2D: "kernel", keras.layers.Dense: "kernel",
-                 keras.layers.DepthwiseConv2D: "depthwise_kernel"}
+                 keras.layers.DepthwiseConv2D: "depthwise_kernel", FoldedConv2D: "kernel",
+                 FoldedDepthwiseConv2D: "depthwise_kernel"}
 MERGE_LAYERS = (keras.layers.Add, keras.layers.Concatenate)
 AVERAGE_POOLING = (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
 PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten,

@@ -1,5 +1,5 @@
 """quantize_model: a float Keras model in, a TF-MOT quantization-aware model out."""
-from kquant import configs, graph
+from kquant import configs, folding, graph
 from kquant.backend import QuantizeLayer, default_8bit_transforms, keras, model_transformer, tfmot
 from kquant.quantizers.model_states import quantizer_states
 from kquant.recipe import Recipe
@@ -96,8 +96,9 @@ def quantize_model(model, recipe=None):
     Weights of conv, depthwise and dense layers get the recipe's weight quantizer; ReLU/ReLU6
     activations are replaced by its activation quantizer; batch norm stays as a float layer in
     training and is folded into the conv by the TFLite converter; other requantization points
-    get 8-bit ranges (see `kquant.configs`). The float weights are copied over, and each weight
-    quantizer starts from them (`initialize_weight_quantizers`).
+    get 8-bit ranges (see `kquant.configs`); with `Recipe(fold_batch_norm=True)` each conv and
+    its batch norm train as one folded layer instead (`kquant.folding`). The float weights
+    are copied over, and each weight quantizer starts from them (`initialize_weight_quantizers`).
 
     Args:
         model: a built Sequential or functional tf_keras model.
@@ -112,14 +113,16 @@ def quantize_model(model, recipe=None):
     """
     _check_model(model)
     recipe = recipe or Recipe()
+    if isinstance(model, keras.Sequential):  # as functional, it gets kquant's input quantizer
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    if recipe.fold_batch_norm:
+        model = folding.fold_batch_norms(model, recipe.freeze_batch_norm_after)
     layer_configs = plan(model, recipe)
 
     def annotate(layer):
         return _tfmot_keras.quantize_annotate_layer(_fresh_layer(layer, layer_configs[layer.name]),
                                                     layer_configs[layer.name])
 
-    if isinstance(model, keras.Sequential):  # as functional, it gets kquant's input quantizer
-        model = keras.Model(model.inputs, model.outputs, name=model.name)
     annotated = keras.models.clone_model(model, clone_function=annotate)
     with quantize_scope():
         applied = _tfmot_keras.quantize_apply(annotated, scheme=QuantizeScheme())

@@ -1,5 +1,6 @@
 """Which quantizer, at which bits, for weights and activations; first/last and per-layer overrides."""
 import dataclasses
+import numbers
 from typing import Callable, Dict, Mapping, Optional, Union
 
 from kquant import quantizers  # noqa: F401  (registers every quantizer by its Recipe name)
@@ -36,6 +37,11 @@ class Recipe:
         first_last_bits: weight bits of the first conv and the last dense (or conv) layer, as
             the low-bit papers keep them; None quantizes them like the rest. A weight
             quantizer of one fixed bit-width (ternary) leaves these layers to DoReFa's grid.
+        fold_batch_norm: fold each batch norm into the conv before it while training
+            (`kquant.folding`), so the weight quantizer sees the kernel TFLite deploys.
+        freeze_batch_norm_after: with `fold_batch_norm`, the training steps after which the
+            folded layers use their moving statistics instead of the batch's; None never
+            freezes them.
         overrides: per-layer settings, keyed by layer name or layer class, each a dict with
             "weight_bits" and/or "activation_bits". Names win over classes, and both win over
             `first_last_bits`.
@@ -50,6 +56,8 @@ class Recipe:
     activation_quantizer: Union[str, Callable] = "clip"
     per_channel: bool = False
     first_last_bits: Optional[int] = 8
+    fold_batch_norm: bool = False
+    freeze_batch_norm_after: Optional[int] = None
     overrides: Mapping[Union[str, type], Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -67,6 +75,14 @@ class Recipe:
         if fixed is not None and self.weight_bits != fixed:
             raise ValueError(f"Recipe: weight_quantizer {self.weight_quantizer!r} has {fixed} "
                              f"bits only; weight_bits must be {fixed}, got {self.weight_bits}.")
+        if self.freeze_batch_norm_after is not None and (
+                not isinstance(self.freeze_batch_norm_after, numbers.Integral) or
+                isinstance(self.freeze_batch_norm_after, bool) or
+                self.freeze_batch_norm_after < 0 or not self.fold_batch_norm):
+            raise ValueError("Recipe: freeze_batch_norm_after must be None or an integer >= 0 "
+                             "(training steps), and needs fold_batch_norm=True; got "
+                             f"{self.freeze_batch_norm_after!r} with fold_batch_norm="
+                             f"{self.fold_batch_norm!r}.")
         for key, settings in self.overrides.items():
             unknown = set(settings) - set(_OVERRIDE_KEYS)
             if unknown:

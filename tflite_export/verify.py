@@ -174,7 +174,7 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
                 seen[layer].update(np.unique(interpreter.get_tensor(index)).tolist())
     summary = inspect(tflite_bytes)
     weights = {s.layer: s for s in states if s.role == "weight"}
-    keras_codes = {layer: s.quantizer.codes_and_step(s.kernel, s.variables)[0].numpy()
+    keras_codes = {layer: s.quantizer.codes_and_step(s.quantizer.fold(s.kernel), s.variables)[0].numpy()
                    for layer, s in weights.items()}
     agree = np.argmax(keras_logits, 1) == np.argmax(tflite_logits, 1)
     exact = _exact_comparison(tflite_bytes, model, images, runtime, layer_examples) if int8 else \

@@ -99,7 +99,11 @@ def integer_outputs(model, images, runtime="xnnpack", batch_size=256, int8_image
     """
     chosen = runtimes.get(runtime)
     program = lowering.lower(model)
-    run = tf.function(lambda q: program.run(q, chosen))
+    def run(batch):
+        return program.run(batch, chosen)
+
+    if len(images) > batch_size:  # tracing pays off over several batches only
+        run = tf.function(run)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]

@@ -15,11 +15,13 @@ import numpy as np
 from kquant import graph
 from kquant.backend import QuantizeLayer, keras, tf, tfmot
 from kquant.deploy import ops
+from kquant.folding import FoldedConv2D, FoldedDepthwiseConv2D
 from kquant.precision import check_deployable
 from kquant.quantizers.base import LowBitQuantizer
 
 _WEIGHT_KINDS = {keras.layers.Conv2D: "conv", keras.layers.DepthwiseConv2D: "depthwise",
-                 keras.layers.Dense: "dense"}
+                 keras.layers.Dense: "dense", FoldedConv2D: "conv",
+                 FoldedDepthwiseConv2D: "depthwise"}
 
 
 def _round_half_away(x):
@@ -200,7 +202,7 @@ class _Lowering:
     def weights(self, wrapper, source):
         inner = wrapper.layer
         (kernel, quantizer, variables), = wrapper._weight_vars  # pylint: disable=protected-access
-        codes, step = quantizer.codes_and_step(kernel, variables)
+        codes, step = quantizer.codes_and_step(quantizer.fold(kernel), variables)
         codes = np.rint(codes.numpy())
         channels = codes.shape[-1]
         # The converter's scale of the grid FakeQuant [-127 step, 127 step], in double.
@@ -208,7 +210,12 @@ class _Lowering:
         scales = np.broadcast_to((np.float64(np.float32(127.0) * step) -
                                   np.float64(np.float32(-127.0) * step)) / 254.0,
                                  [channels]).copy()
-        bias = inner.bias.numpy() if getattr(inner, "use_bias", False) else np.zeros(channels)
+        if hasattr(inner, "folded_bias"):  # the graph's own float32 arithmetic, as converted
+            bias = inner.folded_bias().numpy()
+        elif getattr(inner, "use_bias", False):
+            bias = inner.bias.numpy()
+        else:
+            bias = np.zeros(channels)
         return _PendingWeights(_WEIGHT_KINDS[type(inner)], source,
                                self.materialized(inner, source), codes, scales,
                                bias.astype(np.float32), inner)

@@ -159,22 +159,44 @@ class LowBitWeightQuantizer(LowBitQuantizer):
     kernels always use per-layer statistics: TF 2.21's converter cannot export a
     per-output-unit grid on FULLY_CONNECTED.
 
+    In a layer with a folded batch norm (`kquant.folding`) it quantizes the folded kernel
+    `fold(kernel)`, the one TFLite stores; its grid describes that kernel.
+
     Args:
         bits: bit-width, 1 to 8.
         per_channel: statistics (or levels) per output channel instead of per layer.
     """
+
+    foldable = True  # False: keeps state tied to the raw kernel, so no folded batch norm
 
     def __init__(self, bits, per_channel=False):
         super().__init__(bits)
         self.per_channel = bool(per_channel)
         self._depthwise = False
         self._dense = False
+        self._fold = None
 
     def build(self, tensor_shape, name, layer):
         inner = getattr(layer, "layer", layer)  # TF-MOT passes the wrapper
         self._depthwise = isinstance(inner, keras.layers.DepthwiseConv2D)
         self._dense = isinstance(inner, keras.layers.Dense)
+        self._fold = getattr(inner, "fold", None)
+        if self._fold is not None and not self.foldable:
+            raise ValueError(f"{type(self).__name__} on layer {inner.name!r}: this weight "
+                             "quantizer keeps its own codes of the raw kernel and cannot quantize "
+                             "a kernel with batch norm folded in; use Recipe(fold_batch_norm="
+                             "False) or another weight quantizer.")
+        if self._fold is not None:
+            inner.kernel_folded = True
         return super().build(tensor_shape, name, layer)
+
+    def fold(self, kernel):
+        """The kernel this quantizer quantizes: `kernel` with its layer's batch norm folded in
+        (gamma / sigma per output channel), or `kernel` itself."""
+        return kernel if self._fold is None else self._fold(kernel)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return super().__call__(self.fold(inputs), training, weights, **kwargs)
 
     @property
     def channelwise(self):

@@ -70,6 +70,7 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
     """
 
     variable_bits = False
+    foldable = False  # its codes index levels of the raw kernel, which `update` rewrites
 
     def __init__(self, bits, per_channel=False, symmetric=False, initialization="kmeans",
                  accumulate=True, level_gradient="mean"):
