@@ -17,34 +17,39 @@ class Method:
     """A benchmark method: identifier, model builder, TFLite exporter (None: no integer export)."""
 
     name: str
-    build: Callable  # (float_model, weight_bits, activation_bits) -> Keras model
+    build: Callable  # (float_model, weight_bits, activation_bits, training_steps) -> Keras model
     export: Optional[Callable]  # (model, representative) -> tflite bytes
     note: str = ""
     techniques: tuple = ()  # kquant training techniques (see kquant.techniques)
     calibrate: bool = False  # start learned ranges from the float model (kquant.calibrate_ranges)
 
-    def quantized(self, float_model, weight_bits, activation_bits, data):
-        """The model this method trains at W`weight_bits`A`activation_bits`, from a copy of the
-        float model (its learned ranges calibrated on `data` where the method says so)."""
+    def quantized(self, float_model, weight_bits, activation_bits, data, training_steps):
+        """The model this method trains at W`weight_bits`A`activation_bits` for
+        `training_steps` steps, from a copy of the float model (its learned ranges calibrated
+        on `data` where the method says so)."""
         copy = keras.models.clone_model(float_model)
         copy.set_weights(float_model.get_weights())
-        model = self.build(copy, weight_bits, activation_bits)
+        model = self.build(copy, weight_bits, activation_bits, training_steps)
         if self.calibrate:
             kquant.calibrate_ranges(model, float_model, data.take(4))
         return model
 
 
-def _kquant(activation_quantizer, weight_quantizer="dorefa", per_channel=False, weight_bits=None):
+def _kquant(activation_quantizer, weight_quantizer="dorefa", per_channel=False, weight_bits=None,
+            freeze_share=None):
     """A builder; `weight_bits` fixes the weights' bits whatever the row's (ternary: 2; TSQ's
-    step 1 keeps 8-bit weights, the nearest to its float weights that exports as integers)."""
-    def build(float_model, row_weight_bits, activation_bits):
+    step 1 keeps 8-bit weights, the nearest to its float weights that exports as integers);
+    `freeze_share` folds batch norms, their statistics frozen after that share of training."""
+    def build(float_model, row_weight_bits, activation_bits, training_steps):
+        folding = {} if freeze_share is None else dict(
+            fold_batch_norm=True, freeze_batch_norm_after=int(freeze_share * training_steps))
         return kquant.quantize_model(float_model, kquant.Recipe(
             weight_bits or row_weight_bits, activation_bits, weight_quantizer=weight_quantizer,
-            activation_quantizer=activation_quantizer, per_channel=per_channel))
+            activation_quantizer=activation_quantizer, per_channel=per_channel, **folding))
     return build
 
 
-def _tfmot_8bit(float_model, weight_bits, activation_bits):
+def _tfmot_8bit(float_model, weight_bits, activation_bits, training_steps):
     return tfmot.quantization.keras.quantize_model(float_model)
 
 
@@ -64,7 +69,7 @@ def _rebuild(float_model, replace):
     return model
 
 
-def _qkeras(float_model, weight_bits, activation_bits):
+def _qkeras(float_model, weight_bits, activation_bits, training_steps):
     import qkeras
 
     def replace(layer, edge):
@@ -83,7 +88,7 @@ def _qkeras(float_model, weight_bits, activation_bits):
     return _rebuild(float_model, replace)
 
 
-def _larq(float_model, weight_bits, activation_bits):
+def _larq(float_model, weight_bits, activation_bits, training_steps):
     import larq
 
     def replace(layer, edge):
@@ -131,6 +136,11 @@ METHODS = {
         "kquant-pact-calibrated", _kquant("pact"), tflite_export.convert,
         "PACT clips and 8-bit ranges started from the float model (kquant.calibrate_ranges)",
         calibrate=True),
+    "pact-calibrated-folded": Method(
+        "pact-calibrated-folded", _kquant("pact", freeze_share=0.5),
+        tflite_export.convert, "kquant-pact-calibrated with batch norm folded into the conv "
+        "while training (the weight quantizer sees w * gamma / sigma), statistics frozen after "
+        "half the steps", calibrate=True),
     "direct-levels": Method(
         "direct-levels", _kquant("pact", "direct-levels", per_channel=True), tflite_export.convert,
         "learnable levels per output channel, direct code updates; PACT activations; calibrated",

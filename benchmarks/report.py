@@ -15,6 +15,9 @@ METHOD_DESCRIPTIONS = {
     "kquant-pact": "kquant, DoReFa weights + PACT activations (learnable clip, starting at 6)",
     "kquant-pact-calibrated": "kquant-pact with clips and 8-bit ranges started from the float "
                               "model's activations (`kquant.calibrate_ranges`)",
+    "pact-calibrated-folded": "kquant-pact-calibrated with batch norm folded into the conv while "
+                              "training (`Recipe(fold_batch_norm=True)`), statistics frozen "
+                              "after half the steps",
     "direct-levels": "kquant, learnable weight levels per output channel with direct code "
                      "updates (`weight_quantizer=\"direct-levels\"`) + PACT activations, calibrated",
     "channel-aware": "kquant, DoReFa weights + channel-aware activation clips (mean per-channel "

@@ -105,6 +105,7 @@ def main(argv):
     float_tflite = tflite_export.convert_float(float_model)
     float_latency = {t: tflite_latency(float_tflite, data.input_shape, t) for t in (1, 2)}
     representative = data.train.take(2)
+    training_steps = epochs * -(-data.train_size // suite["batch_size"])
     done = _done(results)
     command = "python " + " ".join(sys.argv)
     common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,
@@ -131,14 +132,16 @@ def main(argv):
             record = dict(common, method=name, weight_bits=bits, activation_bits=activation_bits,
                           epochs=epochs, note=chosen.note)
             try:
-                model = chosen.quantized(float_model, bits, activation_bits, data.train)
+                model = chosen.quantized(float_model, bits, activation_bits, data.train,
+                                         training_steps)
             except ImportError as error:
                 print(f"skip {name}: {error}")
                 continue
             reference_speed = float_speed()  # just before, so both see the same machine load
             keras_top1, speed, measured = suites.train(
                 model, data, suite, epochs, chosen.techniques, float_model,
-                lambda other: chosen.quantized(float_model, other, other, data.train), FLAGS.seed)
+                lambda other: chosen.quantized(float_model, other, other, data.train,
+                                               training_steps), FLAGS.seed)
             record.update(keras_top1=round(keras_top1, 4),
                           train_throughput_ratio=round(speed / reference_speed, 3), tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,

@@ -44,10 +44,12 @@ def main(argv):
     runs = {}
     for name in names:
         chosen = method(name)
+        steps = FLAGS.rounds * FLAGS.steps
         training = suites.prepare(
-            chosen.quantized(float_model, bits, bits, data.train), suite, FLAGS.rounds, FLAGS.steps,
-            chosen.techniques, float_model,
-            lambda other, chosen=chosen: chosen.quantized(float_model, other, other, data.train),
+            chosen.quantized(float_model, bits, bits, data.train, steps), suite, FLAGS.rounds,
+            FLAGS.steps, chosen.techniques, float_model,
+            lambda other, chosen=chosen: chosen.quantized(float_model, other, other, data.train,
+                                                          steps),
             FLAGS.seed, batches)
         runs[name] = (training.model, training.callbacks, StepTimer(suite["batch_size"], skip=3))
     for turn in range(FLAGS.passes):

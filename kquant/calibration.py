@@ -1,6 +1,7 @@
 """Data-driven starting values for the learned ranges of a freshly quantized model."""
 import numpy as np
 
+from kquant import folding
 from kquant.backend import QuantizeLayer, keras, tfmot
 from kquant.quantizers.model_states import quantizer_states
 
@@ -37,6 +38,8 @@ def calibrate_ranges(model, float_model, data, max_batches=4):
     Raises:
         ValueError: if the float model lacks one of the quantized layers.
     """
+    if folding.holds_folded_layers(model):  # a folded layer's output is its batch norm's
+        float_model = folding.fold_batch_norms(float_model)
     activations = {s.layer: s for s in quantizer_states(model) if s.role == "activation"}
     ranges = _eight_bit_ranges(model)
     targets = list(dict.fromkeys([*activations, *ranges]))

@@ -185,6 +185,11 @@ def _renamed(value, names):
     return names.get(value, value) if isinstance(value, str) else value
 
 
+def holds_folded_layers(model):
+    """Whether a (quantized) model has layers with a batch norm folded in."""
+    return any(isinstance(graph.unwrap(layer), _Folded) for layer in model.layers)
+
+
 def fold_batch_norms(model, freeze_after=None):
     """A copy of a functional model with each conv -> batch norm pair folded into one layer.
 

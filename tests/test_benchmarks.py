@@ -71,8 +71,17 @@ def test_tsq_methods_fix_their_weight_bits():
     from tests.conftest import tiny_cnn
 
     rows = {m: {(r["layer"], r["role"]): (r["quantizer"], r["bits"]) for r in kquant.describe(
-        method(m).build(tiny_cnn(), 2, 2), print_fn=None)} for m in ("tsq", "tsq-step1")}
+        method(m).build(tiny_cnn(), 2, 2, 10), print_fn=None)} for m in ("tsq", "tsq-step1")}
     assert rows["tsq"][("middle", "weight")] == ("TernaryWeightQuantizer", 2)
     assert rows["tsq-step1"][("middle", "weight")] == ("DoReFaWeightQuantizer", 8)
     assert rows["tsq"][("block_out", "activation")] == ("SparseActivationQuantizer", 2)
     assert method("tsq+finetune").techniques == ("tsq-finetune",)
+
+
+def test_folded_method_freezes_statistics_after_half_the_steps():
+    from benchmarks.methods import method
+    from tests.conftest import tiny_cnn
+
+    model = method("pact-calibrated-folded").build(tiny_cnn(), 2, 2, 10)
+    folded = [layer.layer for layer in model.layers if hasattr(getattr(layer, "layer", None), "fold")]
+    assert len(folded) == 3 and {layer.freeze_after for layer in folded} == {5}

@@ -40,3 +40,14 @@ def test_calibrated_model_starts_where_the_float_model_is(digits):
 
     # before any training step, TF-MOT's ranges are not yet set: the model is near chance
     assert top1(False) < 0.3 < float_top1 - 0.05 <= top1(True)
+
+
+def test_folded_layers_start_from_their_batch_norms_output(random_images):
+    float_model = tiny_cnn()
+    float_model.get_layer("middle_bn").set_weights(
+        [np.full(8, 3.0), np.full(8, 1.0), np.zeros(8), np.full(8, 0.5)])
+    model = kquant.quantize_model(float_model, kquant.Recipe(4, 4, fold_batch_norm=True))
+    chosen = kquant.calibrate_ranges(model, float_model, [random_images])
+    values = float_output(float_model, "middle_bn", random_images)  # not the conv's output
+    assert np.allclose(chosen["middle"], (min(values.min(), 0), max(values.max(), 0)), rtol=1e-5)
+    assert "middle_bn" not in chosen
