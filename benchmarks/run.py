@@ -151,6 +151,7 @@ def main(argv):
                 report = tflite_export.verify(tflite, model, data.test)
                 record.update(tflite_top1=round(report.tflite_accuracy, 4),
                               agreement=round(report.agreement, 4), tflite_bytes=len(tflite),
+                              xnnpack_partitions=tflite_export.inspect(tflite).xnnpack_partitions,
                               **_exact_fields(report, tflite, model, data),
                               **{f"latency_ratio_{t}thread{'s' if t > 1 else ''}": round(
                                   tflite_latency(tflite, data.input_shape, t) / float_latency[t], 3)

@@ -29,6 +29,8 @@ class TFLiteSummary:
         weight_codes: Keras layer name -> int8 weights with the output channel last.
         weight_levels: Keras layer name -> largest number of distinct int8 values in one
             output channel.
+        xnnpack_partitions: subgraphs XNNPACK takes over (1: the whole model; each op it
+            cannot take splits the graph).
     """
 
     size_bytes: int
@@ -38,6 +40,7 @@ class TFLiteSummary:
     output_dtype: str
     weight_codes: Dict[str, np.ndarray]
     weight_levels: Dict[str, int]
+    xnnpack_partitions: int
 
 
 def _channels_last(values, op_name):
@@ -60,10 +63,11 @@ def inspect(tflite_bytes):
     """
     interpreter = make_interpreter(tflite_bytes)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    ops, float_ops, codes = [], [], {}
+    ops, float_ops, codes, partitions = [], [], {}, 0
     for op in interpreter._get_ops_details():  # pylint: disable=protected-access
         name = op["op_name"]
         if name == "DELEGATE":
+            partitions += 1
             continue
         ops.append(name)
         indices = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
@@ -78,4 +82,5 @@ def inspect(tflite_bytes):
               for layer, c in codes.items()}
     return TFLiteSummary(len(tflite_bytes), ops, float_ops,
                          interpreter.get_input_details()[0]["dtype"].__name__,
-                         interpreter.get_output_details()[0]["dtype"].__name__, codes, levels)
+                         interpreter.get_output_details()[0]["dtype"].__name__, codes, levels,
+                         partitions)
