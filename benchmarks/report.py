@@ -124,6 +124,38 @@ def goals(rows):
     return lines
 
 
+RUNTIMES = ("xnnpack", "builtin", "micro")
+DEPLOYMENT_COLUMNS = ["method", "bits", "seed", "agreement"] + [
+    f"exact {runtime}" for runtime in RUNTIMES] + [
+    "worst layer: values differing", "max steps", "XNNPACK partitions", "Micro arena bytes"]
+
+
+def deployment(rows):
+    """Table rows of the deployed model against kquant (rows with the integer-exact fields),
+    each with its verdict on the targets: int8 outputs identical to the integer-exact mode on
+    >= 99.9% of images on every runtime, one XNNPACK partition, and the float path (`agreement`,
+    what `model.evaluate` says against the device) >= 99% at 4 bits and >= 97% at 2 bits."""
+    lines = []
+    for r in rows:
+        if r.get("agreement_exact_xnnpack") is None:
+            continue
+        exact = [r.get(f"agreement_exact_{runtime}") for runtime in RUNTIMES]
+        float_target = {4: 0.99, 2: 0.97}.get(r["weight_bits"])
+        verdicts = ["exact >= 99.9%: " + ("yes" if all(e is not None and e >= 0.999 for e in exact)
+                                          else "NO")]
+        if r.get("xnnpack_partitions") is not None:
+            verdicts.append("one partition: " + ("yes" if r["xnnpack_partitions"] == 1 else "NO"))
+        if float_target:
+            verdicts.append(f"float path >= {100 * float_target:g}%: "
+                            + ("yes" if r["agreement"] >= float_target else "NO"))
+        cells = [r["method"], f"W{r['weight_bits']}A{r['activation_bits']}", r["seed"],
+                 f"{r['agreement']:.4f}"] + ["-" if e is None else f"{e:.4f}" for e in exact] + [
+            f"{r['layer_max_differing']:.4f}", r["layer_max_steps"],
+            r.get("xnnpack_partitions", "-"), r.get("micro_arena_bytes", "-")]
+        lines.append("| " + " | ".join(map(str, cells)) + " | " + "; ".join(verdicts) + " |")
+    return lines
+
+
 PLAIN_QAT = "kquant-pact-calibrated"
 NOT_BUILT_ON_PLAIN_QAT = ("float", "kquant-dorefa", "kquant-pact", PLAIN_QAT, "tfmot-8bit", "qkeras",
                           "larq")
@@ -256,6 +288,14 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
         lines += ["", "Against the goals (W4A4 within 1 point of float, W2A2 within 3, at least as "
                   "accurate as QKeras and Larq, throughput >= 0.75x float, TFLite >= 3.9x smaller "
                   "and faster than float):", ""] + goals(rows)
+        deployed = deployment(rows)
+        if deployed:
+            lines += ["", "The deployed model against kquant's integer-exact mode "
+                      "(`tflite_export.verify`, `kquant.deploy`): the fraction of test images whose "
+                      "int8 outputs are identical on each runtime, the worst layer fed TFLite's own "
+                      "inputs, and the float path's top-1 agreement (`agreement`):", "",
+                      "| " + " | ".join(DEPLOYMENT_COLUMNS) + " | targets |",
+                      "|" + " --- |" * (len(DEPLOYMENT_COLUMNS) + 1)] + deployed
         timed = step_times.get(suite, [])
         compared = against_plain_qat(rows, timed)
         if compared:

@@ -67,3 +67,21 @@ def test_rows_with_other_activation_bits_are_compared_at_their_own_bits(tmp_path
     lines = report.against_plain_qat(report.load(str(tmp_path))["s"], [])
     assert lines[0].startswith("- `ctmq-chain` W1A1: +5.00 points against plain QAT (50.00)")
     assert lines[1].startswith("- `ctmq-chain` W1A2: -2.00 points against plain QAT (60.00)")
+
+
+def test_deployment_table_checks_the_integer_exact_targets(tmp_path):
+    row = dict(suite="s", seed=0, float_top1=0.8, keras_top1=0.7, layer_max_differing=0.0,
+               layer_max_steps=0, xnnpack_partitions=1, micro_arena_bytes=79536)
+    exact = {f"agreement_exact_{r}": 1.0 for r in ("xnnpack", "builtin", "micro")}
+    write(tmp_path / "s.jsonl", [
+        dict(row, method="kquant-pact-calibrated", weight_bits=4, activation_bits=4,
+             agreement=0.995, **exact),
+        dict(row, method="two-stage", weight_bits=2, activation_bits=2, agreement=0.90,
+             **dict(exact, agreement_exact_micro=0.998), xnnpack_partitions=3),
+        dict(row, method="qkeras", weight_bits=2, activation_bits=2, agreement=None)])
+    lines = report.deployment(report.load(str(tmp_path))["s"])
+    assert len(lines) == 2  # the peer has no integer-exact fields
+    assert lines[0].startswith("| kquant-pact-calibrated | W4A4 | 0 | 0.9950 | 1.0000 |")
+    assert lines[0].endswith("exact >= 99.9%: yes; one partition: yes; float path >= 99%: yes |")
+    assert "| 0.9980 |" in lines[1] and lines[1].endswith(
+        "exact >= 99.9%: NO; one partition: NO; float path >= 97%: NO |")
