@@ -136,11 +136,19 @@ METHODS = {
         "kquant-pact-calibrated", _kquant("pact"), tflite_export.convert,
         "PACT clips and 8-bit ranges started from the float model (kquant.calibrate_ranges)",
         calibrate=True),
+    # Batch-norm folding (issue 16) against plain QAT, per layer and per channel: 2 x 2 rows.
     "pact-calibrated-folded": Method(
         "pact-calibrated-folded", _kquant("pact", freeze_share=0.5),
         tflite_export.convert, "kquant-pact-calibrated with batch norm folded into the conv "
         "while training (the weight quantizer sees w * gamma / sigma), statistics frozen after "
         "half the steps", calibrate=True),
+    "pact-calibrated-per-channel": Method(
+        "pact-calibrated-per-channel", _kquant("pact", per_channel=True), tflite_export.convert,
+        "kquant-pact-calibrated with DoReFa's weight statistics per output channel",
+        calibrate=True),
+    "pact-calibrated-per-channel-folded": Method(
+        "pact-calibrated-per-channel-folded", _kquant("pact", per_channel=True, freeze_share=0.5),
+        tflite_export.convert, "both of the above", calibrate=True),
     "direct-levels": Method(
         "direct-levels", _kquant("pact", "direct-levels", per_channel=True), tflite_export.convert,
         "learnable levels per output channel, direct code updates; PACT activations; calibrated",

@@ -18,6 +18,9 @@ METHOD_DESCRIPTIONS = {
     "pact-calibrated-folded": "kquant-pact-calibrated with batch norm folded into the conv while "
                               "training (`Recipe(fold_batch_norm=True)`), statistics frozen "
                               "after half the steps",
+    "pact-calibrated-per-channel": "kquant-pact-calibrated with DoReFa's weight statistics per "
+                                   "output channel",
+    "pact-calibrated-per-channel-folded": "both of the above",
     "direct-levels": "kquant, learnable weight levels per output channel with direct code "
                      "updates (`weight_quantizer=\"direct-levels\"`) + PACT activations, calibrated",
     "channel-aware": "kquant, DoReFa weights + channel-aware activation clips (mean per-channel "
