@@ -185,5 +185,5 @@ def initialize_weight_quantizers(model):
     layers (learnable levels start from the kernels; most quantizers have nothing to start).
     """
     for state in quantizer_states(model):
-        if state.role == "weight":
-            state.quantizer.initialize(state.variables, state.kernel)
+        if state.role == "weight":  # the kernel it quantizes: with batch norm folded in
+            state.quantizer.initialize(state.variables, state.quantizer.fold(state.kernel))

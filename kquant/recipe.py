@@ -29,10 +29,11 @@ class Recipe:
         weight_bits: bits of conv, depthwise and dense kernels, 1 to 8.
         activation_bits: bits of the activations that replace ReLU/ReLU6, 1 to 8.
         weight_quantizer: a name from `weight_quantizers()` ("dorefa"; "direct-levels" for
-            learnable levels), or a callable `bits -> Quantizer`.
+            learnable levels; "lsq" for a learned step), or a callable `bits -> Quantizer`.
         activation_quantizer: a name from `activation_quantizers()` ("clip" for DoReFa's fixed
             [0, 1] range, "pact" for a learnable clip, "channel-aware" for a clip fit to the
-            mean per-channel error), or a callable `bits -> Quantizer`.
+            mean per-channel error, "lsq" for a learned step), or a callable
+            `bits -> Quantizer`.
         per_channel: weight statistics (or levels) per output channel instead of per layer.
         first_last_bits: weight bits of the first conv and the last dense (or conv) layer, as
             the low-bit papers keep them; None quantizes them like the rest. A weight

@@ -12,35 +12,48 @@ from kquant.backend import keras, tfmot
 
 PACKAGE = "kquant"
 _CLASSES = {}  # class name -> class, every registered kquant class
-_RECIPE_NAMES = {}  # Recipe name -> quantizer class
+_RECIPE_NAMES = {}  # Recipe name -> the quantizer classes of that name (one per kind)
 
 
 def serializable(recipe_name=None):
     """Class decorator: registers a kquant class as a Keras serializable ("kquant>Name").
 
     Args:
-        recipe_name: the name a `Recipe` selects this quantizer by (e.g. "pact"), or None.
+        recipe_name: the name a `Recipe` selects this quantizer by (e.g. "pact"), or None; a
+            weight and an activation quantizer may share one (e.g. "lsq").
 
     Raises:
-        ValueError: if the name or class name is taken by another class.
+        ValueError: if the class name is taken by another class.
     """
     def register(cls):
-        for table, key in ((_CLASSES, cls.__name__), (_RECIPE_NAMES, recipe_name)):
-            if key is not None and table.get(key, cls) is not cls:
-                raise ValueError(f"kquant: {key!r} is already registered for {table[key]!r}.")
+        if _CLASSES.get(cls.__name__, cls) is not cls:
+            raise ValueError(f"kquant: {cls.__name__!r} is already registered for "
+                             f"{_CLASSES[cls.__name__]!r}.")
         keras.utils.register_keras_serializable(package=PACKAGE)(cls)
         # HDF5 files and optimizer configs name objects by class name alone.
         keras.utils.get_custom_objects().setdefault(cls.__name__, cls)
         _CLASSES[cls.__name__] = cls
-        if recipe_name is not None:
-            _RECIPE_NAMES[recipe_name] = cls
+        if recipe_name is not None and cls not in _RECIPE_NAMES.setdefault(recipe_name, []):
+            _RECIPE_NAMES[recipe_name].append(cls)
         return cls
     return register
 
 
 def recipe_names(base):
-    """{Recipe name: class} of the registered quantizers that are subclasses of `base`."""
-    return {name: cls for name, cls in _RECIPE_NAMES.items() if issubclass(cls, base)}
+    """{Recipe name: class} of the registered quantizers that are subclasses of `base`.
+
+    Raises:
+        ValueError: if two such classes share a name.
+    """
+    names = {}
+    for name, classes in _RECIPE_NAMES.items():
+        for cls in classes:
+            if issubclass(cls, base):
+                if name in names:
+                    raise ValueError(f"kquant: Recipe name {name!r} is registered for both "
+                                     f"{names[name]!r} and {cls!r}.")
+                names[name] = cls
+    return names
 
 
 def tfmot_objects():

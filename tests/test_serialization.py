@@ -15,6 +15,8 @@ RECIPES = {  # together they hold every registered quantizer
     "binary+sign": kquant.Recipe(1, 1, activation_quantizer="sign"),
     "ternary+sparse": kquant.Recipe(2, 2, weight_quantizer="ternary", activation_quantizer="sparse",
                                     per_channel=True),
+    "lsq+lsq": kquant.Recipe(2, 2, weight_quantizer="lsq", activation_quantizer="lsq",
+                             per_channel=True),
     "dorefa+pact, folded": kquant.Recipe(2, 2, activation_quantizer="pact", per_channel=True,
                                          fold_batch_norm=True, freeze_batch_norm_after=1),
 }

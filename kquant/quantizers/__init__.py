@@ -7,6 +7,8 @@ from kquant.quantizers.channel_aware import ChannelAwareActivationQuantizer, fit
 from kquant.quantizers.clip import ClippedActivationQuantizer
 from kquant.quantizers.direct_levels import DirectLevelsUpdate, DirectLevelsWeightQuantizer
 from kquant.quantizers.dorefa import DoReFaWeightQuantizer
+from kquant.quantizers.learned_range import LearnedRangeActivationQuantizer
+from kquant.quantizers.lsq import LSQActivationQuantizer, LSQWeightQuantizer
 from kquant.quantizers.model_states import QuantizerState, quantizer_states, training_callbacks
 from kquant.quantizers.pact import PACTQuantizer
 from kquant.quantizers.signed import SignActivationQuantizer
@@ -15,7 +17,9 @@ from kquant.quantizers.ternary import TernaryWeightQuantizer
 
 __all__ = ["ActivationGrid", "ActivationQuantizer", "ChannelAwareActivationQuantizer",
            "ClippedActivationQuantizer", "DirectLevelsUpdate", "DirectLevelsWeightQuantizer",
-           "DoReFaWeightQuantizer", "LowBitQuantizer", "LowBitWeightQuantizer", "PACTQuantizer",
+           "DoReFaWeightQuantizer", "LSQActivationQuantizer", "LSQWeightQuantizer",
+           "LearnedRangeActivationQuantizer", "LowBitQuantizer", "LowBitWeightQuantizer",
+           "PACTQuantizer",
            "QuantizerState", "SignActivationQuantizer", "SparseActivationQuantizer",
            "TernaryWeightQuantizer", "export_mode", "fit_clip", "quantizer_states",
            "training_callbacks"]

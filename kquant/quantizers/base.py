@@ -317,3 +317,4 @@ class ActivationQuantizer(LowBitQuantizer):
         clip = float(self.clip(weights))
         n = float(steps(weights["bits"]))
         return ActivationGrid(step=clip / n, low=0.0, high=clip, levels=int(n) + 1)
+

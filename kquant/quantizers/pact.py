@@ -2,13 +2,12 @@
 import numpy as np
 
 from kquant.backend import keras, tf
-from kquant.quantizers.base import ActivationQuantizer
-from kquant.quantizers.channel_aware import fit_clip
+from kquant.quantizers.learned_range import LearnedRangeActivationQuantizer
 from kquant.serialization import serializable
 
 
 @serializable("pact")
-class PACTQuantizer(ActivationQuantizer):
+class PACTQuantizer(LearnedRangeActivationQuantizer):
     """Parameterized clipping activation with a learnable, per-tensor clip alpha.
 
     Forward: a_q = alpha * round(n * clip(a, 0, alpha) / alpha) / n, n = 2^k - 1.
@@ -20,11 +19,9 @@ class PACTQuantizer(ActivationQuantizer):
     Parameterized Clipping Activation for Quantized Neural Networks", arXiv 1805.06085.
 
     kquant's choices: `initialize` starts alpha at a percentile of the float model's
-    activations (`kquant.calibrate_ranges`) instead of a fixed value; after `refit` (which
-    techniques call when the bit-width changes) the next training batch sets alpha to the
-    channel-aware fit of that batch at the new bit-width (`fit_clip`, mean statistic), and
-    gradient steps go on from there (the optimizer state is kept); alpha is kept >= 1e-3 in
-    the forward pass so a collapsed clip cannot divide by zero.
+    activations (`kquant.calibrate_ranges`) instead of a fixed value; `refit` re-fits it on
+    the next batch (`LearnedRangeActivationQuantizer`); alpha is kept >= 1e-3 in the forward
+    pass so a collapsed clip cannot divide by zero.
 
     Args:
         bits: bit-width k, 1 to 8.
@@ -56,22 +53,10 @@ class PACTQuantizer(ActivationQuantizer):
             initializer=keras.initializers.Constant(self.initial_clip),
             regularizer=keras.regularizers.L2(self.clip_regularization),
             constraint=keras.constraints.NonNeg())
-        weights["refit"] = layer.add_weight(f"{name}_refit", shape=(), dtype=tf.float32,
-                                            trainable=False, initializer="zeros")
         return weights
 
-    def refit(self, weights):
-        weights["refit"].assign(1.0)
-
-    def batch_update(self, x, weights):
-        """After `refit`: alpha := the channel-aware fit of this batch; otherwise nothing."""
-        def fit():
-            clip = tf.maximum(fit_clip(tf.stop_gradient(x), weights["bits"]), 1e-3)
-            with tf.control_dependencies([weights["clip"].assign(clip),
-                                          weights["refit"].assign(0.0)]):
-                return tf.identity(clip)
-
-        return tf.cond(weights["refit"] > 0.5, fit, lambda: tf.zeros([]))
+    def assign_clip(self, weights, clip):
+        return weights["clip"].assign(clip)
 
     def initialize(self, weights, values):
         """alpha := the `calibration_percentile` of the float activations `values`."""
