@@ -149,6 +149,10 @@ METHODS = {
     "pact-calibrated-per-channel-folded": Method(
         "pact-calibrated-per-channel-folded", _kquant("pact", per_channel=True, freeze_share=0.5),
         tflite_export.convert, "both of the above", calibrate=True),
+    "lsq": Method(
+        "lsq", _kquant("lsq", "lsq", per_channel=True), tflite_export.convert,
+        "LSQ: learned steps for weights (per channel) and activations, started as the paper "
+        "does from the float model", calibrate=True),
     "direct-levels": Method(
         "direct-levels", _kquant("pact", "direct-levels", per_channel=True), tflite_export.convert,
         "learnable levels per output channel, direct code updates; PACT activations; calibrated",

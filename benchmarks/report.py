@@ -21,6 +21,8 @@ METHOD_DESCRIPTIONS = {
     "pact-calibrated-per-channel": "kquant-pact-calibrated with DoReFa's weight statistics per "
                                    "output channel",
     "pact-calibrated-per-channel-folded": "both of the above",
+    "lsq": "kquant, LSQ learned steps for weights (per channel) and activations, started from "
+           "the float model with the paper's 2 mean|v| / sqrt(Q_P)",
     "direct-levels": "kquant, learnable weight levels per output channel with direct code "
                      "updates (`weight_quantizer=\"direct-levels\"`) + PACT activations, calibrated",
     "channel-aware": "kquant, DoReFa weights + channel-aware activation clips (mean per-channel "
