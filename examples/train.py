@@ -34,6 +34,10 @@ flags.DEFINE_enum("weight_quantizer", "dorefa", sorted(kquant.recipe.weight_quan
 flags.DEFINE_enum("activation_quantizer", "clip", sorted(kquant.recipe.activation_quantizers()),
                   "Activation quantizer (channel-aware: clip fit to the mean per-channel error).")
 flags.DEFINE_bool("per_channel", False, "Weight statistics or levels per output channel.")
+flags.DEFINE_bool("fold_batch_norm", False, "Fold each batch norm into its conv while training, "
+                  "so the weights are quantized as TFLite stores them.")
+flags.DEFINE_integer("freeze_batch_norm_epoch", None, "With --fold_batch_norm: the epoch from "
+                     "which folded batch norms use their moving statistics (default: never).")
 flags.DEFINE_integer("epochs", 8, "Training epochs.")
 flags.DEFINE_float("batch_norm_momentum", 0.9, "Momentum of the reference models' batch norms.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
@@ -134,11 +138,18 @@ def main(argv):
     if techniques and not quantized:
         raise app.UsageError("--technique needs a quantized model (bits below 32).")
 
+    freeze = FLAGS.freeze_batch_norm_epoch
+    if freeze is not None and not (FLAGS.fold_batch_norm and 0 <= freeze <= FLAGS.epochs):
+        raise app.UsageError(f"--freeze_batch_norm_epoch must be from 0 to --epochs "
+                             f"({FLAGS.epochs}) and needs --fold_batch_norm, got {freeze}.")
+
     def quantize(weight_bits, activation_bits):
         quantized_model = kquant.quantize_model(float_model, kquant.Recipe(
             weight_bits=weight_bits, activation_bits=activation_bits,
             weight_quantizer=FLAGS.weight_quantizer, activation_quantizer=FLAGS.activation_quantizer,
-            per_channel=FLAGS.per_channel))
+            per_channel=FLAGS.per_channel, fold_batch_norm=FLAGS.fold_batch_norm,
+            freeze_batch_norm_after=None if freeze is None else
+            freeze * math.ceil(data.train_size / FLAGS.batch_size)))
         if FLAGS.init_from and FLAGS.calibrate_ranges:
             kquant.calibrate_ranges(quantized_model, float_model, data.train.take(4))
         return quantized_model

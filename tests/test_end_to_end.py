@@ -57,6 +57,11 @@ def test_float_then_calibrated_pact_from_the_saved_float_model(tmp_path):
     record = run(f"--init_from={float_path}", "--activation_quantizer=pact", "--weight_bits=2",
                  "--activation_bits=2")
     assert record["keras_top1"] > 0.8 and record["agreement"] >= 0.97
+    # LSQ with batch norm folded in, frozen for the last two epochs, on the Micro runtime.
+    record = run(f"--init_from={float_path}", "--weight_quantizer=lsq", "--activation_quantizer=lsq",
+                 "--per_channel", "--fold_batch_norm", "--freeze_batch_norm_epoch=2",
+                 "--runtime=micro")
+    assert record["keras_top1"] > 0.8 and record["exact_agreement"] == 1.0
 
 
 def test_a_technique_plan_that_does_not_fit_the_epochs_is_a_usage_error(tmp_path):
