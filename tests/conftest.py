@@ -26,6 +26,21 @@ def tiny_cnn(input_shape=(8, 8, 1), num_classes=10):
     return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x))
 
 
+def assert_exports_exactly(model, images):
+    """Exports `model` and checks it on every runtime: fully integer, the Keras levels and
+    codes, int8 outputs identical to the integer-exact mode. Returns the flatbuffer."""
+    import tflite_export
+
+    blob = tflite_export.convert(model, [images])
+    for runtime in ("xnnpack", "builtin", "micro"):
+        report = tflite_export.verify(blob, model, [(images, np.zeros(len(images)))],
+                                      runtime=runtime)
+        assert report.float_ops == [] and report.levels_ok
+        assert all(report.weight_codes_match.values())
+        assert report.exact_agreement == 1.0, runtime
+    return blob
+
+
 @pytest.fixture
 def random_images():
     return np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)

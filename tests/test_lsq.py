@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 
 import kquant
-import tflite_export
 from kquant.backend import keras, tf
 from kquant.quantizers.model_states import quantizer_states
-from tests.conftest import tiny_cnn
+from tests.conftest import assert_exports_exactly, tiny_cnn
 
 
 def _built(quantizer, shape, layer_type=keras.layers.Conv2D):
@@ -85,12 +84,7 @@ def test_lsq_model_trains_and_exports_exactly(random_images, bits):
     moved = [not np.array_equal(s.variables["step"].numpy(), steps_before[s.layer])
              for s in quantizer_states(model) if "step" in s.variables]
     assert len(moved) == 7 and all(moved)  # 4 weight (first and last at 8 bits), 3 activation
-    blob = tflite_export.convert(model, [random_images])
-    for runtime in ("xnnpack", "builtin", "micro"):
-        report = tflite_export.verify(blob, model, [(random_images, np.zeros(16))], runtime=runtime)
-        assert report.float_ops == [] and report.levels_ok
-        assert all(report.weight_codes_match.values())
-        assert report.exact_agreement == 1.0, runtime
+    assert_exports_exactly(model, random_images)
 
 
 def test_lsq_activation_clip_is_refit_after_a_bit_width_change(random_images):
