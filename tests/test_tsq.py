@@ -1,4 +1,6 @@
 """TSQ end to end: code learning in `fit`, then ternary weights solved layer by layer."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,9 @@ def test_tsq_needs_ternary_weights(digits):
         training.model.fit(digits.train.take(2), epochs=1, verbose=0, callbacks=training.callbacks)
     with pytest.raises(ValueError, match="finetune_share must be in"):
         techniques.parse("tsq", finetune_share=1.0)
+    folded = kquant.quantize_model(residual_cnn(), dataclasses.replace(TSQ_RECIPE,
+                                                                       fold_batch_norm=True))
+    training = techniques.prepare(folded, "tsq", techniques.Context(
+        techniques.Schedule(1, 2, 0.05), data=digits.train))
+    with pytest.raises(ValueError, match="batch norms folded into its convs"):
+        training.model.fit(digits.train.take(2), epochs=1, verbose=0, callbacks=training.callbacks)

@@ -15,7 +15,7 @@ from typing import Dict
 
 import numpy as np
 
-from kquant import graph, precision
+from kquant import folding, graph, precision
 from kquant.backend import keras, tf
 from kquant.techniques.base import PrecisionSchedule
 from kquant.techniques.registry import register
@@ -123,6 +123,11 @@ class TwoStepQuantization(PrecisionSchedule):
         if not self._targets(self.model):
             raise ValueError("TwoStepQuantization: the model has no ternary weight quantizers; "
                              "quantize it with Recipe(weight_quantizer='ternary').")
+        if folding.holds_folded_layers(self.model):
+            # Step 2 solves for the kernel before its batch norm's affine transform.
+            raise ValueError("TwoStepQuantization: the model has batch norms folded into its "
+                             "convs; TSQ needs them as layers of their own: quantize it with "
+                             "Recipe(fold_batch_norm=False).")
         self._boundary = self.first_finetune_epoch(self.params["epochs"])
 
     def on_epoch_begin(self, epoch, logs=None):
