@@ -57,9 +57,16 @@ METHOD_DESCRIPTIONS = {
            "(`TwoStepQuantization`)",
     "tsq+finetune": "TSQ with the last quarter of the epochs fine-tuning the ternary network",
     "tfmot-8bit": "TF-MOT's default 8-bit QAT (W8A8 only)",
-    "qkeras": "QKeras quantized_bits weights + quantized_relu activations",
-    "larq": "Larq DoReFa weights and activations (first conv, last dense float)",
+    "tfmot-nbit": "TF-MOT's experimental n-bit scheme (`DefaultNBitQuantizeScheme`)",
+    "qkeras": "QKeras as its documentation recommends: quantized_bits weights with "
+              "alpha=\"auto_po2\", quantized_relu activations with AutoQKeras's integer bits "
+              "(before 2026-11-26: alpha=1 and a [0, 1) relu, which rounded most weights to 0)",
+    "larq": "Larq as its documentation recommends: DoReFa weights (weight_clip) and activations, "
+            "at W1A1 a binarized network (ste_sign inputs and kernels); first conv, last dense "
+            "float",
+    "mct-qat": "Sony's model-compression-toolkit QAT",
 }
+PEERS = ("tfmot-8bit", "tfmot-nbit", "qkeras", "larq", "mct-qat")
 COLUMNS = ["method", "weight_bits", "activation_bits", "epochs", "seed", "keras_top1", "tflite_top1",
            "drop", "agreement", "train_throughput_ratio", "tflite_bytes", "size_ratio",
            "latency_ratio_1thread", "latency_ratio_2threads"]
@@ -86,6 +93,8 @@ def load(results_dir, step_times=False):
 
 
 def _cell(record, column):
+    if record.get("keras_top1") is None:  # a peer that could not run here (see the notes)
+        return "not run" if column == "keras_top1" else "-"
     if column == "drop":
         value = record["float_top1"] - record["keras_top1"]
         return f"{100 * value:+.2f}"
@@ -103,17 +112,17 @@ def _cell(record, column):
 def goals(rows):
     """Lines saying, for each kquant row, whether it meets the goals of the benchmark issue."""
     peers = {(r["method"], r["weight_bits"], r["activation_bits"]): r["keras_top1"] for r in rows
-             if r["method"] in ("qkeras", "larq")}
+             if r["method"] in PEERS}
     lines = []
     for r in rows:
-        if r["method"] in ("float", "tfmot-8bit", "qkeras", "larq"):
+        if r["method"] == "float" or r["method"] in PEERS:
             continue
         bits, drop = r["weight_bits"], 100 * (r["float_top1"] - r["keras_top1"])
         allowed = {4: 1.0, 2: 3.0}.get(bits)
         checks = []
         if allowed is not None:
             checks.append(f"drop {drop:.2f} <= {allowed:g}: {'yes' if drop <= allowed else 'NO'}")
-        for peer in ("qkeras", "larq"):
+        for peer in PEERS:
             peer_top1 = peers.get((peer, bits, r["activation_bits"]))
             if peer_top1 is not None:
                 ok = r["keras_top1"] >= peer_top1
@@ -162,8 +171,7 @@ def deployment(rows):
 
 
 PLAIN_QAT = "kquant-pact-calibrated"
-NOT_BUILT_ON_PLAIN_QAT = ("float", "kquant-dorefa", "kquant-pact", PLAIN_QAT, "tfmot-8bit", "qkeras",
-                          "larq")
+NOT_BUILT_ON_PLAIN_QAT = ("float", "kquant-dorefa", "kquant-pact", PLAIN_QAT) + PEERS
 
 
 def seed_groups(rows):
@@ -212,6 +220,43 @@ def against_plain_qat(rows, timed):
                      f"{_over_seeds(base)}): beats it: {'yes' if gain > 0 else 'NO'}; step time "
                      + (f"{cost:.2f}x plain QAT's" if cost else "not measured")
                      + (f"; against its parts: {', '.join(parts)}" if parts else ""))
+    return lines
+
+
+def best_at_each_bit_width(rows, timed):
+    """Table rows: at each bit-width, the best kquant method and the best peer by top-1 (mean
+    over seeds), each with its drop from float and its cost: training throughput against
+    float (every row measures it) and, for kquant, step time against plain QAT where
+    `benchmarks/step_time.py` measured it."""
+    step_time = {(t["method"], t["weight_bits"], t.get("activation_bits", t["weight_bits"])):
+                 t["step_time_vs_plain_qat"] for t in timed}
+    best = collections.defaultdict(dict)
+    for (method, *bits), group in seed_groups(rows).items():
+        if method == "float":
+            continue
+        side = "peer" if method in PEERS else "kquant"
+        if side not in best[tuple(bits)] or _mean_top1(group) > _mean_top1(best[tuple(bits)][side]):
+            best[tuple(bits)][side] = group
+
+    def cells(group, with_step_time):
+        if group is None:
+            return ["-"] * (5 if with_step_time else 4)
+        method, bits = group[0]["method"], (group[0]["weight_bits"], group[0]["activation_bits"])
+        throughput = sum(r["train_throughput_ratio"] for r in group) / len(group)
+        found = [f"`{method}`", f"{100 * _mean_top1(group):.2f}",
+                 f"{100 * (group[0]['float_top1'] - _mean_top1(group)):+.2f}", f"{throughput:.2f}x"]
+        if with_step_time:
+            cost = step_time.get((method, *bits))
+            found.append(f"{cost:.2f}x" if cost else ("1.00x" if method == PLAIN_QAT else "-"))
+        return found
+
+    lines = []
+    for bits in sorted(best, reverse=True):
+        kquant, peer = best[bits].get("kquant"), best[bits].get("peer")
+        margin = (f"{100 * (_mean_top1(kquant) - _mean_top1(peer)):+.2f}" if kquant and peer
+                  else "-")
+        lines.append(f"| W{bits[0]}A{bits[1]} | " + " | ".join(
+            cells(kquant, True) + cells(peer, False) + [margin]) + " |")
     return lines
 
 
@@ -290,9 +335,16 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
                   f"![accuracy against bits]({suite}.png)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
         lines += ["| " + " | ".join(_cell(r, c) for c in COLUMNS) + " |" for r in rows]
+        measured = [r for r in rows if r.get("keras_top1") is not None]
+        lines += ["", "The best kquant method and the best peer at each bit-width (mean top-1 over "
+                  "seeds; drop from float; cost as training throughput against float and step time "
+                  "against plain QAT):", "",
+                  "| bits | best kquant | top-1 | drop | throughput | step time | best peer | "
+                  "top-1 | drop | throughput | kquant - peer |",
+                  "|" + " --- |" * 11] + best_at_each_bit_width(measured, step_times.get(suite, []))
         lines += ["", "Against the goals (W4A4 within 1 point of float, W2A2 within 3, at least as "
-                  "accurate as QKeras and Larq, throughput >= 0.75x float, TFLite >= 3.9x smaller "
-                  "and faster than float):", ""] + goals(rows)
+                  "accurate as every peer, throughput >= 0.75x float, TFLite >= 3.9x smaller "
+                  "and faster than float):", ""] + goals(measured)
         deployed = deployment(rows)
         if deployed:
             lines += ["", "The deployed model against kquant's integer-exact mode "
@@ -302,7 +354,7 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
                       "| " + " | ".join(DEPLOYMENT_COLUMNS) + " | targets |",
                       "|" + " --- |" * (len(DEPLOYMENT_COLUMNS) + 1)] + deployed
         timed = step_times.get(suite, [])
-        compared = against_plain_qat(rows, timed)
+        compared = against_plain_qat(measured, timed)
         if compared:
             lines += ["", f"Techniques and new quantizers against plain QAT (`{PLAIN_QAT}`), the "
                       "papers' claim:", ""] + compared
@@ -322,10 +374,18 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
                       f"`{t['command']}` | `{t.get('commit') or '?'}` |" for t in timed]
         notes = sorted({(r["method"], r["note"]) for r in rows if r.get("note")})
         lines += [""] + [f"- `{m}`: {n}" for m, n in notes]
+        peers = [r for r in rows if r["method"] in PEERS]
+        if peers:
+            lines += ["", "Peer configurations, and why a cell is empty:", ""] + [
+                f"- `{r['method']}` W{r['weight_bits']}A{r['activation_bits']}: "
+                + "; ".join(f"{key.replace('_', ' ')}: {r[key]}" for key in (
+                    "configuration", "unavailable", "export_unavailable") if r.get(key))
+                for r in peers if any(r.get(k) for k in ("configuration", "unavailable",
+                                                          "export_unavailable"))]
         runs = sorted({(r["command"], r.get("commit") or "?") for r in rows})
         lines += ["", "Commands (and the commit of the code that ran them):", ""]
         lines += [f"- `{command}` at `{commit}`" for command, commit in runs]
-        plot(suite, rows, os.path.join(ROOT, "docs", f"{suite}.png"))
+        plot(suite, measured, os.path.join(ROOT, "docs", f"{suite}.png"))
     with open(os.path.join(ROOT, "docs", "benchmarks.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 

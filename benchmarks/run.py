@@ -25,7 +25,7 @@ import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 import tflite_export  # noqa: E402
 from benchmarks import suites  # noqa: E402
 from benchmarks.measure import tflite_latency  # noqa: E402
-from benchmarks.methods import METHODS, method  # noqa: E402
+from benchmarks.methods import METHODS, Unavailable, method  # noqa: E402
 from kquant.backend import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -48,7 +48,7 @@ def _versions():
     import importlib.metadata as md
 
     names = ["tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
-             "QKeras", "larq"]
+             "QKeras", "larq", "model-compression-toolkit"]
     found = {}
     for name in names:
         try:
@@ -132,10 +132,16 @@ def main(argv):
             record = dict(common, method=name, weight_bits=bits, activation_bits=activation_bits,
                           epochs=epochs, note=chosen.note)
             try:
+                if chosen.configuration is not None:
+                    record["configuration"] = chosen.configuration(bits, activation_bits)
                 model = chosen.quantized(float_model, bits, activation_bits, data.train,
                                          training_steps)
             except ImportError as error:
                 print(f"skip {name}: {error}")
+                continue
+            except Unavailable as error:  # a peer that cannot run here: the row says why
+                _append(results, {**record, "keras_top1": None, "unavailable": str(error),
+                                  **provenance})
                 continue
             reference_speed = float_speed()  # just before, so both see the same machine load
             keras_top1, speed, measured = suites.train(
@@ -147,16 +153,25 @@ def main(argv):
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
                           latency_ratio_2threads=None, **measured)
             if chosen.export is not None:
-                tflite = chosen.export(model, representative)
-                report = tflite_export.verify(tflite, model, data.test)
-                record.update(tflite_top1=round(report.tflite_accuracy, 4),
-                              agreement=round(report.agreement, 4), tflite_bytes=len(tflite),
-                              xnnpack_partitions=tflite_export.inspect(tflite).xnnpack_partitions,
-                              **_exact_fields(report, tflite, model, data),
-                              **{f"latency_ratio_{t}thread{'s' if t > 1 else ''}": round(
-                                  tflite_latency(tflite, data.input_shape, t) / float_latency[t], 3)
-                                 for t in (1, 2)})
+                record.update(_export_fields(chosen, model, representative, data, float_latency))
             _append(results, {**record, **provenance})
+
+
+def _export_fields(chosen, model, representative, data, float_latency):
+    """The exported model's accuracy, agreement, size, partitions and latency ratios; for a peer
+    whose export fails, why (`export_unavailable`)."""
+    try:
+        tflite = chosen.export(model, representative)
+    except Unavailable as error:
+        return {"export_unavailable": str(error)}
+    report = tflite_export.verify(tflite, model, data.test)
+    return dict(tflite_top1=round(report.tflite_accuracy, 4), agreement=round(report.agreement, 4),
+                tflite_bytes=len(tflite),
+                xnnpack_partitions=tflite_export.inspect(tflite).xnnpack_partitions,
+                **_exact_fields(report, tflite, model, data),
+                **{f"latency_ratio_{t}thread{'s' if t > 1 else ''}": round(
+                    tflite_latency(tflite, data.input_shape, t) / float_latency[t], 3)
+                   for t in (1, 2)})
 
 
 def _exact_fields(report, tflite, model, data):

@@ -85,3 +85,29 @@ def test_deployment_table_checks_the_integer_exact_targets(tmp_path):
     assert lines[0].endswith("exact >= 99.9%: yes; one partition: yes; float path >= 99%: yes |")
     assert "| 0.9980 |" in lines[1] and lines[1].endswith(
         "exact >= 99.9%: NO; one partition: NO; float path >= 97%: NO |")
+
+
+def test_best_kquant_row_and_best_peer_at_each_bit_width_with_their_costs(tmp_path):
+    row = dict(suite="s", seed=0, float_top1=0.8, weight_bits=2, activation_bits=2,
+               train_throughput_ratio=0.5)
+    write(tmp_path / "s.jsonl", [
+        dict(row, method="kquant-pact-calibrated", keras_top1=0.70),
+        dict(row, method="two-stage", keras_top1=0.74, train_throughput_ratio=0.4),
+        dict(row, method="two-stage", keras_top1=0.76, seed=1, train_throughput_ratio=0.6),
+        dict(row, method="qkeras", keras_top1=0.60, train_throughput_ratio=0.9),
+        dict(row, method="larq", keras_top1=0.65, train_throughput_ratio=0.8),
+        dict(row, method="mct-qat", keras_top1=None, unavailable="no Keras API here"),
+        dict(row, method="kquant-pact-calibrated", weight_bits=4, activation_bits=4,
+             keras_top1=0.79)])
+    rows = report.load(str(tmp_path))["s"]
+    measured = [r for r in rows if r["keras_top1"] is not None]
+    timed = [dict(method="two-stage", weight_bits=2, step_time_vs_plain_qat=1.1)]
+    four, two = report.best_at_each_bit_width(measured, timed)
+    assert two == ("| W2A2 | `two-stage` | 75.00 | +5.00 | 0.50x | 1.10x | `larq` | 65.00 | "
+                   "+15.00 | 0.80x | +10.00 |")
+    assert four == "| W4A4 | `kquant-pact-calibrated` | 79.00 | +1.00 | 0.50x | 1.00x | - | - | - " \
+                   "| - | - |"
+    # A peer that could not run is a cell saying so, never a number.
+    [unavailable] = [r for r in rows if r["method"] == "mct-qat"]
+    assert report._cell(unavailable, "keras_top1") == "not run"
+    assert report._cell(unavailable, "drop") == "-"
