@@ -25,6 +25,7 @@ class Method:
     techniques: tuple = ()  # kquant training techniques (see kquant.techniques)
     calibrate: bool = False  # start learned ranges from the float model (kquant.calibrate_ranges)
     configuration: Optional[Callable] = None  # (weight_bits, activation_bits) -> a peer's setup
+    fixed_bits: Optional[tuple] = None  # (weight, activation) bits whatever --bits says
 
     def quantized(self, float_model, weight_bits, activation_bits, data, training_steps):
         """The model this method trains at W`weight_bits`A`activation_bits` for
@@ -55,6 +56,10 @@ def _kquant(activation_quantizer, weight_quantizer="dorefa", per_channel=False, 
             weight_bits or row_weight_bits, activation_bits, weight_quantizer=weight_quantizer,
             activation_quantizer=activation_quantizer, per_channel=per_channel, **folding))
     return build
+
+
+def _float(float_model, weight_bits, activation_bits, training_steps):
+    return float_model
 
 
 def _tfmot_8bit(float_model, weight_bits, activation_bits, training_steps):
@@ -279,8 +284,12 @@ METHODS = {
         "tsq+finetune", _kquant("sparse", "ternary", per_channel=True, weight_bits=2),
         tflite_export.convert, "TSQ with the last quarter of the epochs fine-tuning the ternary "
         "network", ("tsq-finetune",), calibrate=True),
+    "float-finetuned": Method(
+        "float-finetuned", _float, None, "the float model trained the same epochs on the same "
+        "schedule as the QAT rows: the reference their drop is measured against where it ran",
+        fixed_bits=(32, 32)),
     "tfmot-8bit": Method("tfmot-8bit", _tfmot_8bit, _int8_converter,
-                         "TF-MOT default scheme, always W8A8"),
+                         "TF-MOT default scheme, always W8A8", fixed_bits=(8, 8)),
     "tfmot-nbit": Method(
         "tfmot-nbit", _tfmot_n_bit, _tfmot_converter, "TF-MOT's experimental n-bit scheme "
         "(default_n_bit.DefaultNBitQuantizeScheme), exported as TF-MOT documents",

@@ -124,7 +124,8 @@ def main(argv):
                           **provenance})
     for name in FLAGS.methods:
         chosen = method(name)
-        for bits, activation_bits in ([(8, 8)] if name == "tfmot-8bit" else bit_pairs(FLAGS.bits)):
+        for bits, activation_bits in ([chosen.fixed_bits] if chosen.fixed_bits
+                                      else bit_pairs(FLAGS.bits)):
             if (name, bits, activation_bits, epochs, FLAGS.seed) in done:
                 print(f"skip {name} W{bits}A{activation_bits}: already in {results}")
                 continue

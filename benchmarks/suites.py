@@ -14,6 +14,12 @@ SUITES = {
                              learning_rate=0.01, epochs=4,
                              checkpoint="benchmarks/checkpoints/resnet20_cifar10_float.h5",
                              trainer="benchmarks/train_float_resnet20.sh"),
+    # Issue 17's long protocol: 30 QAT epochs from the 160-epoch float model, against that
+    # model fine-tuned the same 30 epochs (method "float-finetuned").
+    "cifar10-resnet20-long": dict(dataset="cifar10", model="resnet20", batch_size=128,
+                                  learning_rate=0.01, epochs=30,
+                                  checkpoint="benchmarks/checkpoints/resnet20_cifar10_float_strong.h5",
+                                  trainer="benchmarks/train_float_resnet20_strong.sh"),
     "cifar10-mobilenetv2": dict(dataset="cifar10", model="mobilenet_v2", batch_size=128,
                                 learning_rate=0.01, epochs=4,
                                 checkpoint="benchmarks/checkpoints/mobilenet_v2_cifar10_float.h5",

@@ -111,3 +111,24 @@ def test_best_kquant_row_and_best_peer_at_each_bit_width_with_their_costs(tmp_pa
     [unavailable] = [r for r in rows if r["method"] == "mct-qat"]
     assert report._cell(unavailable, "keras_top1") == "not run"
     assert report._cell(unavailable, "drop") == "-"
+
+
+def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
+    row = dict(suite="s", seed=0, float_top1=0.90, epochs=30, train_throughput_ratio=0.5)
+    write(tmp_path / "s.jsonl", [
+        dict(row, method="float", weight_bits=32, activation_bits=32, keras_top1=0.90, epochs=0),
+        dict(row, method="float-finetuned", weight_bits=32, activation_bits=32, keras_top1=0.91),
+        dict(row, method="kquant-pact-calibrated", weight_bits=2, activation_bits=2,
+             keras_top1=0.885),
+        dict(row, method="kquant-pact-calibrated", weight_bits=4, activation_bits=4,
+             keras_top1=0.904)])
+    rows = report.load(str(tmp_path))["s"]
+    report.mark_finetuned_reference(rows)
+    two, four = rows[2], rows[3]
+    assert report._cell(two, "drop") == "+2.50" and report._cell(four, "drop") == "+0.60"
+    assert report._cell(rows[0], "drop") == "+0.00"  # the checkpoint: epochs 0, its own reference
+    # The long protocol's goals: W2A2 within 3.0, W4A4 within 0.5 of the fine-tuned float.
+    lines = report.goals([two, four])
+    assert "drop 2.50 <= 3: yes" in lines[0] and "drop 0.60 <= 0.5: NO" in lines[1]
+    [line] = [l for l in report.best_at_each_bit_width(rows, []) if l.startswith("| W2A2")]
+    assert "| 88.50 | +2.50 |" in line
