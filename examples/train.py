@@ -122,8 +122,11 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # the converter's info lines; --verbosity=0 shows them
         logging.set_verbosity(logging.WARNING)
     keras.utils.set_random_seed(FLAGS.seed)
-    data = kquant.load_dataset(FLAGS.dataset, FLAGS.batch_size, seed=FLAGS.seed,
-                               limit=FLAGS.limit or None)
+    try:
+        data = kquant.load_dataset(FLAGS.dataset, FLAGS.batch_size, seed=FLAGS.seed,
+                                   limit=FLAGS.limit or None)
+    except (ValueError, FileNotFoundError) as error:  # kquant's message names what is wrong
+        raise app.UsageError(f"--dataset={FLAGS.dataset}: {error}")
     if FLAGS.init_from:
         model = keras.models.load_model(FLAGS.init_from, compile=False)
     else:

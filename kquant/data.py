@@ -125,17 +125,54 @@ def image_folder(root: str, split: str) -> tf.data.Dataset:
     return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
 
 
+def check_image_folder(root: str) -> None:
+    """Checks the layout `<root>/train/<class>/<image>` and `<root>/test/<class>/<image>`.
+
+    Raises:
+        FileNotFoundError: if `root` is not a folder.
+        ValueError: naming each split without a class folder holding an image.
+    """
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"load_dataset: no image folder at '{root}'.")
+    empty = [split for split in ("train", "test")
+             if not any(f.is_file() for f in (root / split).glob("*/*"))]
+    if empty:
+        raise ValueError(f"load_dataset: folder '{root}' has no images in {empty}; it needs the "
+                         "layout <folder>/train/<class>/<image> and <folder>/test/<class>/<image>.")
+
+
+def unreadable_images(folder: pathlib.Path) -> list:
+    """The files under `folder`/<class>/ that TensorFlow cannot decode as images."""
+    unreadable = []
+    for path in sorted(p for p in folder.glob("*/*") if p.is_file()):
+        try:
+            tf.io.decode_image(tf.io.read_file(str(path)))
+        except tf.errors.InvalidArgumentError:
+            unreadable.append(str(path))
+    return unreadable
+
+
 def _tfds(name: str, split: str) -> Tuple[tf.data.Dataset, int]:
+    import difflib
+
     import tensorflow_datasets as tfds
 
     try:
         ds, info = tfds.load(name, split=split, as_supervised=True, with_info=True)
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+        raise ValueError(f"load_dataset: unknown dataset {name!r}: use 'digits', 'mnist', "
+                         "'cifar10', 'folder:/path' or a tfds name"
+                         + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+                         + ".") from None
     except Exception as error:  # tfds raises many types when it cannot download
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise RuntimeError(
             f"load_dataset: {name!r} is not in the offline copy (looked in {datasets_root()}) and "
-            f"tfds.load could not get it ({type(error).__name__}: {error}). On a machine without "
-            "internet set KQUANT_DATASETS to the shared datasets folder, or use 'digits' or "
-            "'folder:/path'.") from error
+            f"tfds.load could not get it ({type(error).__name__}: {first_line}). On a machine "
+            "without internet set KQUANT_DATASETS to the shared datasets folder, or use "
+            "'digits' or 'folder:/path'.") from None
     return ds, info.features["label"].num_classes
 
 
@@ -155,9 +192,28 @@ def _raw_split(name: str, split: str) -> Tuple[tf.data.Dataset, int]:
         import tensorflow_datasets as tfds
 
         folder = name[len("folder:"):]
+        check_image_folder(folder)
         builder = tfds.folder_dataset.ImageFolder(folder)
         return image_folder(folder, split), builder.info.features["label"].num_classes
     return _tfds(name, split)
+
+
+def _count(ds: tf.data.Dataset, name: str, split: str) -> int:
+    """Examples in one split, read once (filling its cache).
+
+    Raises:
+        ValueError: naming the files of an image folder that cannot be decoded.
+    """
+    try:
+        return int(ds.reduce(0, lambda n, _: n + 1))
+    except tf.errors.InvalidArgumentError:
+        if not name.startswith("folder:"):
+            raise
+        folder = pathlib.Path(name[len("folder:"):]) / split
+        bad = unreadable_images(folder)
+        raise ValueError(f"load_dataset: cannot decode {len(bad)} image(s) in '{folder}': "
+                         f"{bad[:10]}{' ...' if len(bad) > 10 else ''}; remove or replace them.") \
+            from None
 
 
 def _augment_cifar(image, label):
@@ -197,14 +253,15 @@ def load_dataset(name: str = "digits", batch_size: int = 64, augment: bool = Tru
             image = tf.cast(image, tf.float32) / 255.0
         return (image - mean) / std, tf.cast(label, tf.int32)
 
-    splits = {}
+    splits, sizes = {}, {}
     num_classes = 10
     for split in ("train", "test"):
         ds, num_classes = _raw_split(name, split)
         if limit is not None:
             ds = ds.take(limit)
         splits[split] = ds.cache()
-    train_size = int(splits["train"].reduce(0, lambda n, _: n + 1))
+        sizes[split] = _count(splits[split], name, split)
+    train_size = sizes["train"]
     sample_image = next(iter(splits["train"].take(1)))[0]
     input_shape = tuple(int(d) for d in sample_image.shape)
 

@@ -136,6 +136,18 @@ def set_deployed(model):
     apply_deployed(model)
 
 
+def _unset_ranges(model):
+    """Layers whose 8-bit range variables (TF-MOT's "<name>_min"/"<name>_max" pairs) both hold
+    0, as TF-MOT's input quantizer does until a batch passes in training."""
+    ranges = {}
+    for variable in model.variables:
+        name = variable.name.split(":")[0]
+        for end in ("_min", "_max"):
+            if name.endswith(end) and variable.shape == ():
+                ranges.setdefault(name[:-len(end)], []).append(float(variable.numpy()))
+    return sorted({name.split("/")[0] for name, values in ranges.items() if values == [0.0, 0.0]})
+
+
 def check_deployable(model, owner):
     """Raises unless a model holds kquant quantizers, every one on at its deployed bit-width.
 
@@ -145,8 +157,8 @@ def check_deployable(model, owner):
 
     Raises:
         ValueError: if a quantizer is switched off or at another bit-width than it deploys at
-            (the model would not be the one trained to be deployed), or the model has no kquant
-            quantizers.
+            (the model would not be the one trained to be deployed), an 8-bit range was never
+            set, or the model has no kquant quantizers.
     """
     states = quantizer_states(model)
     if not states:
@@ -156,6 +168,11 @@ def check_deployable(model, owner):
     if off:
         raise ValueError(f"{owner}: quantizers of layers {off} are switched off; switch them on "
                          "(kquant.precision.set_deployed(model)) before export.")
+    unset = _unset_ranges(model)
+    if unset:
+        raise ValueError(f"{owner}: the 8-bit ranges of layers {unset} are still [0, 0]: no data "
+                         "has passed through the model; train it, or start its ranges with "
+                         "kquant.calibrate_ranges(model, float_model, data), before export.")
     elsewhere = [f"{s.layer} ({s.role} at {int(s.bits.numpy())} bits, deployed at "
                  f"{s.quantizer.deploy_bits})" for s in states
                  if int(s.bits.numpy()) != s.quantizer.deploy_bits]

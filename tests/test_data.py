@@ -95,3 +95,33 @@ def test_unavailable_tfds_names_explain_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     with pytest.raises(RuntimeError, match="set KQUANT_DATASETS"):
         data.load_dataset("mnist")
+
+
+def _image_folder(root, splits=("train", "test")):
+    from PIL import Image
+
+    for split in splits:
+        for label in range(2):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (100 * label,) * 3).save(folder / f"{i}.png")
+
+
+def test_image_folder_mistakes_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no image folder at '.*missing'"):
+        data.load_dataset(f"folder:{tmp_path / 'missing'}")
+    _image_folder(tmp_path / "only_train", splits=("train",))
+    with pytest.raises(ValueError, match=r"has no images in \['test'\]; it needs the layout"):
+        data.load_dataset(f"folder:{tmp_path / 'only_train'}")
+    _image_folder(tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "test" / "class1" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"cannot decode 1 image\(s\) in .*test.*broken.png"):
+        data.load_dataset(f"folder:{tmp_path / 'corrupt'}")
+
+
+def test_a_misspelt_dataset_name_is_one_line_with_suggestions():
+    with pytest.raises(ValueError) as error:
+        data.load_dataset("cifar100x")
+    message = str(error.value)
+    assert "\n" not in message and "did you mean 'cifar100'" in message

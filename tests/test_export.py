@@ -56,6 +56,38 @@ def test_export_refuses_float_models(images):
         tflite_export.convert(tiny_cnn(), [images])
 
 
+def test_export_refuses_empty_or_non_finite_representative_data(images):
+    model = calibrated(kquant.quantize_model(tiny_cnn()), images)
+    with pytest.raises(ValueError, match="representative_data yielded no examples"):
+        tflite_export.convert(model, [images[:0]])
+    poisoned = images[:4].copy()
+    poisoned[2, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="representative example 2 holds NaN"):
+        tflite_export.convert(model, [poisoned])
+
+
+def test_export_refuses_a_model_no_data_has_passed_through(images):
+    unset = r"8-bit ranges of layers \['quantize_layer(_\d+)?'\] are still \[0, 0\]"
+    with pytest.raises(ValueError, match=unset):
+        tflite_export.convert(kquant.quantize_model(tiny_cnn()), [images])
+
+
+def test_verify_and_inspect_take_a_path_and_refuse_what_is_not_tflite(images, tmp_path):
+    model = calibrated(kquant.quantize_model(tiny_cnn()), images)
+    tflite = tflite_export.convert(model, [images])
+    path = tmp_path / "model.tflite"
+    path.write_bytes(tflite)
+    assert tflite_export.inspect(str(path)).ops == tflite_export.inspect(tflite).ops
+    assert tflite_export.verify(path, model, [images[:4]]).examples == 4
+    for wrong in (b"not a flatbuffer at all", tflite[:4] + b"XXXX" + tflite[8:]):
+        with pytest.raises(ValueError, match="verify: the model must be a TFLite flatbuffer"):
+            tflite_export.verify(wrong, model, [images[:4]])
+    with pytest.raises(ValueError, match="inspect: .* got a Sequential|inspect: .* got a Functional"):
+        tflite_export.inspect(model)
+    with pytest.raises(FileNotFoundError, match="inspect: no TFLite file at"):
+        tflite_export.inspect(str(tmp_path / "missing.tflite"))
+
+
 def test_integer_model_is_about_four_times_smaller_than_the_float_one(images):
     model = kquant.models.small_cnn((8, 8, 1), 10)  # 57k parameters: weights dominate the file
     quantized = calibrated(kquant.quantize_model(model), images)

@@ -23,6 +23,23 @@ def representative_examples(data, limit=200):
                 return
 
 
+def _calibration_examples(representative_data, max_examples, caller):
+    """The representative examples, checked: at least one, every value finite.
+
+    Raises:
+        ValueError: for no examples, or an example holding NaN or infinity (named by index).
+    """
+    examples = list(representative_examples(representative_data, max_examples))
+    if not examples:
+        raise ValueError(f"{caller}: representative_data yielded no examples; pass a few "
+                         "batches of training images (e.g. data.train.take(2)).")
+    for index, [example] in enumerate(examples):
+        if not np.all(np.isfinite(example)):
+            raise ValueError(f"{caller}: representative example {index} holds NaN or infinite "
+                             "values; the converter would calibrate ranges from them.")
+    return examples
+
+
 def _concrete_function(model):
     spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
     return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
@@ -42,11 +59,14 @@ def int8_converter(model, representative_data, max_examples=200):
 
     Returns:
         A `tf.lite.TFLiteConverter`; call `convert()` on it.
+
+    Raises:
+        ValueError: for representative data with no examples or with NaN or infinite values.
     """
+    examples = _calibration_examples(representative_data, max_examples, "int8_converter")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: representative_examples(representative_data,
-                                                                       max_examples)
+    converter.representative_dataset = lambda: iter(examples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
@@ -70,8 +90,8 @@ def convert(model, representative_data, max_examples=200):
 
     Raises:
         ValueError: if a quantizer is switched off or at another bit-width than it deploys at
-            (the model would not be the one trained to be deployed), or the model has no kquant
-            quantizers.
+            (the model would not be the one trained to be deployed), the model has no kquant
+            quantizers, or the representative data is empty or not finite.
     """
     check_deployable(model, "convert")
     with export_mode():

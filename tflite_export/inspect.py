@@ -5,7 +5,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from tflite_export.runtime import make_interpreter
+from tflite_export.runtime import make_interpreter, model_bytes
 
 WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
 _LAYER_NAME = re.compile(r"quant_([^/;]+)/")
@@ -56,12 +56,16 @@ def inspect(tflite_bytes):
     """Summarises a TFLite model.
 
     Args:
-        tflite_bytes: the flatbuffer.
+        tflite_bytes: the flatbuffer, or the path of a .tflite file.
 
     Returns:
         A `TFLiteSummary`.
+
+    Raises:
+        ValueError: for bytes that are not a TFLite flatbuffer.
+        FileNotFoundError: for a path that does not exist.
     """
-    interpreter = make_interpreter(tflite_bytes)
+    interpreter = make_interpreter(model_bytes(tflite_bytes, "inspect"))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops, float_ops, codes, partitions = [], [], {}, 0
     for op in interpreter._get_ops_details():  # pylint: disable=protected-access

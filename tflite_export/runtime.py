@@ -14,6 +14,32 @@ RUNTIMES = ("xnnpack", "builtin", "micro")
 MICRO_ARENA_BYTES = 4 << 20
 
 
+def model_bytes(model, caller):
+    """The flatbuffer of a TFLite model given as bytes or as the path of a .tflite file.
+
+    Args:
+        model: bytes (e.g. from `tflite_export.convert`), or a str or path-like to read.
+        caller: the public function asking, for the error messages.
+
+    Raises:
+        FileNotFoundError: for a path that does not exist.
+        ValueError: for anything that is not a TFLite flatbuffer (its identifier, bytes 4 to
+            8, must be "TFL3").
+    """
+    if isinstance(model, (str, os.PathLike)):
+        if not os.path.isfile(model):
+            raise FileNotFoundError(f"{caller}: no TFLite file at {os.fspath(model)!r}.")
+        with open(model, "rb") as f:
+            model = f.read()
+    if not isinstance(model, (bytes, bytearray)) or bytes(model[4:8]) != b"TFL3":
+        shown = (f"{len(model)} bytes starting {bytes(model[:8])!r}"
+                 if isinstance(model, (bytes, bytearray)) else f"a {type(model).__name__}")
+        raise ValueError(f"{caller}: the model must be a TFLite flatbuffer (bytes from "
+                         f"tflite_export.convert, or the path of a .tflite file); got {shown}, "
+                         "without TFLite's 'TFL3' identifier.")
+    return bytes(model)
+
+
 def interpreter_class():
     """Returns the best available TFLite `Interpreter` class.
 
@@ -96,7 +122,7 @@ def int8_outputs(tflite_bytes, int8_images, runtime="xnnpack", micro_arena_bytes
     """Runs an int8-input TFLite model on each image and returns its int8 outputs.
 
     Args:
-        tflite_bytes: the model.
+        tflite_bytes: the model (bytes, or the path of a .tflite file).
         int8_images: int8 array [examples, ...] (e.g. `kquant.deploy.integer_model.int8_input`).
         runtime: "xnnpack" (LiteRT with its default XNNPACK delegate), "builtin" (LiteRT's
             built-in kernels, no delegate) or "micro" (TFLite Micro's interpreter).
@@ -110,6 +136,7 @@ def int8_outputs(tflite_bytes, int8_images, runtime="xnnpack", micro_arena_bytes
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"int8_outputs: runtime must be one of {list(RUNTIMES)}, got {runtime!r}.")
+    tflite_bytes = model_bytes(tflite_bytes, "int8_outputs")
     run = (_micro(tflite_bytes, micro_arena_bytes) if runtime == "micro"
            else _litert(tflite_bytes, runtime))
     return np.stack([np.array(run(image[None]))[0] for image in np.asarray(int8_images, np.int8)])
@@ -120,9 +147,12 @@ def micro_arena_bytes(tflite_bytes, largest=MICRO_ARENA_BYTES * 16):
     alignment): the RAM a microcontroller must set aside for activations and scratch.
 
     Raises:
-        ValueError: if even `largest` bytes are not enough.
+        ValueError: if even `largest` bytes are not enough, or for bytes that are not a
+            TFLite model.
     """
     from tflite_micro.python.tflite_micro import runtime as micro_runtime
+
+    tflite_bytes = model_bytes(tflite_bytes, "micro_arena_bytes")
 
     def fits(size):
         with _quiet_stderr():  # TFLM prints each failed allocation

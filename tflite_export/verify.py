@@ -10,7 +10,7 @@ from kquant.deploy.ops import Quantization
 from kquant.quantizers import quantizer_states
 from tflite_export.inspect import inspect, keras_layer_names
 from tflite_export.layerwise import layer_differences
-from tflite_export.runtime import int8_outputs, make_interpreter
+from tflite_export.runtime import int8_outputs, make_interpreter, model_bytes
 
 
 @dataclasses.dataclass
@@ -136,7 +136,7 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
     (which must agree exactly), also layer by layer.
 
     Args:
-        tflite_bytes: the exported model (`tflite_export.convert`).
+        tflite_bytes: the exported model (`tflite_export.convert`), or the path of its file.
         model: the kquant Keras model it was exported from.
         data: batches of images or (images, labels), e.g. the test `tf.data.Dataset`.
         max_examples: compare at most this many examples.
@@ -146,7 +146,12 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
 
     Returns:
         A `VerificationReport`.
+
+    Raises:
+        ValueError: for a model that is not a TFLite flatbuffer.
+        FileNotFoundError: for a path that does not exist.
     """
+    tflite_bytes = model_bytes(tflite_bytes, "verify")
     images, labels = _examples(data, max_examples)
     keras_logits = model.predict(images, batch_size=256, verbose=0)
     interpreter = make_interpreter(tflite_bytes, keep_all_tensors=True)
@@ -202,8 +207,10 @@ def exact_agreement(tflite_bytes, model, data, runtime, max_examples=10_000):
     integer-exact mode (`verify` reports it for one runtime, with the rest).
 
     Raises:
-        ValueError: for a model without an integer-exact lowering (named).
+        ValueError: for a model without an integer-exact lowering (named), or a TFLite model
+            that is not a flatbuffer.
     """
+    tflite_bytes = model_bytes(tflite_bytes, "exact_agreement")
     images, _ = _examples(data, max_examples)
     quant = lowering.lower(model).input_quant
     int8_images = int8_input(model, quant, images).numpy()
