@@ -105,7 +105,7 @@ def main(argv):
     float_tflite = tflite_export.convert_float(float_model)
     float_latency = {t: tflite_latency(float_tflite, data.input_shape, t) for t in (1, 2)}
     representative = data.train.take(2)
-    training_steps = epochs * -(-data.train_size // suite["batch_size"])
+    training_steps = epochs * data.steps_per_epoch
     done = _done(results)
     command = "python " + " ".join(sys.argv)
     common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,

@@ -59,7 +59,7 @@ def prepare(model, suite, epochs, steps, techniques=(), float_model=None, quanti
 def train(model, data, suite, epochs, techniques=(), float_model=None, quantize=None, seed=0):
     """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s,
     what the techniques measured)."""
-    steps = -(-data.train_size // suite["batch_size"])
+    steps = data.steps_per_epoch
     training = prepare(model, suite, epochs, steps, techniques, float_model, quantize, seed,
                        data.train)
     timer = StepTimer(suite["batch_size"])

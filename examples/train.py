@@ -11,7 +11,6 @@ With no flags it trains a W4A4 small CNN on scikit-learn's digits (offline) in a
 Bits of 32 mean float. It prints one line starting with RESULT and a JSON record.
 """
 import json
-import math
 import os
 import sys
 import time
@@ -19,7 +18,10 @@ import time
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
+if not any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:]):
+    # TensorFlow's C++ log lines, such as the CUDA probe's error on a machine without a GPU;
+    # --verbosity=0 (or any --verbosity) shows them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 from kquant.backend import keras  # noqa: E402
@@ -92,13 +94,37 @@ def technique_options():
             if FLAGS[name].present}
 
 
+def check_flags_take_effect(quantized):
+    """Raises a UsageError naming each flag given that does nothing with the others given."""
+    idle = {"weight_quantizer": not quantized, "activation_quantizer": not quantized,
+            "per_channel": not quantized, "fold_batch_norm": not quantized,
+            "calibrate_ranges": not FLAGS.init_from, "float_reference": bool(FLAGS.init_from),
+            "runtime": not FLAGS.export_dir}
+    why = {"calibrate_ranges": "it needs --init_from", "float_reference": "--init_from skips it",
+           "runtime": "--export_dir is empty, so nothing is exported"}
+    unused = [f"--{name}: {why.get(name, 'the model is float, bits 32')}"
+              for name, is_idle in idle.items() if is_idle and FLAGS[name].present]
+    if unused:
+        raise app.UsageError(f"These flags do nothing here: {'; '.join(unused)}.")
+
+
+def new_path(path):
+    """`path`, or with -1, -2, ... before its extension if taken: runs never overwrite exports."""
+    stem, extension = os.path.splitext(path)
+    number = 0
+    while os.path.exists(path):
+        number += 1
+        path = f"{stem}-{number}{extension}"
+    return path
+
+
 def fit_and_evaluate(model, data, techniques=(), callbacks=(), float_model=None, quantize=None):
     """Trains with the flags' schedule and techniques; returns (test top-1 of `model`, seconds).
 
     `float_model` and `quantize` (bits -> a model quantized like `model`) are what techniques
     may need (`kquant.techniques.Context`).
     """
-    schedule = kquant.techniques.Schedule(FLAGS.epochs, math.ceil(data.train_size / FLAGS.batch_size),
+    schedule = kquant.techniques.Schedule(FLAGS.epochs, data.steps_per_epoch,
                                           FLAGS.learning_rate)
     context = kquant.techniques.Context(schedule, float_model, data.train, quantize)
     try:
@@ -138,6 +164,7 @@ def main(argv):
         techniques = kquant.techniques.parse(FLAGS.technique, **technique_options())
     except ValueError as error:
         raise app.UsageError(str(error))
+    check_flags_take_effect(quantized)
     if techniques and not quantized:
         raise app.UsageError("--technique needs a quantized model (bits below 32).")
 
@@ -152,7 +179,7 @@ def main(argv):
             weight_quantizer=FLAGS.weight_quantizer, activation_quantizer=FLAGS.activation_quantizer,
             per_channel=FLAGS.per_channel, fold_batch_norm=FLAGS.fold_batch_norm,
             freeze_batch_norm_after=None if freeze is None else
-            freeze * math.ceil(data.train_size / FLAGS.batch_size)))
+            freeze * data.steps_per_epoch))
         if FLAGS.init_from and FLAGS.calibrate_ranges:
             kquant.calibrate_ranges(quantized_model, float_model, data.train.take(4))
         return quantized_model
@@ -182,7 +209,8 @@ def main(argv):
         tflite_bytes = (tflite_export.convert(model, representative) if quantized
                         else tflite_export.convert_float(model))
         os.makedirs(FLAGS.export_dir, exist_ok=True)
-        path = os.path.join(FLAGS.export_dir, f"{FLAGS.model}_w{FLAGS.weight_bits}a{FLAGS.activation_bits}.tflite")
+        path = new_path(os.path.join(FLAGS.export_dir, f"{FLAGS.model}_w{FLAGS.weight_bits}"
+                                     f"a{FLAGS.activation_bits}_{FLAGS.technique}.tflite"))
         with open(path, "wb") as f:
             f.write(tflite_bytes)
         report = tflite_export.verify(tflite_bytes, model, data.test, runtime=FLAGS.runtime)

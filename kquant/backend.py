@@ -8,23 +8,26 @@ import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import tensorflow as tf  # noqa: E402  (must follow the environment variable)
+from kquant.quiet import captured_stderr  # noqa: E402
 
-if not tf.keras.__name__.startswith("tf_keras"):
-    raise ImportError(
-        "kquant needs Keras 2 (tf_keras), but TensorFlow has already bound tf.keras to Keras 3 "
-        f"({tf.keras.__name__}). Import kquant before anything touches tf.keras, or set "
-        "TF_USE_LEGACY_KERAS=1 in the environment before starting Python."
-    )
+with captured_stderr():  # TensorFlow's load-time INFO lines (oneDNN, CUDA probe) stay quiet
+    import tensorflow as tf  # noqa: E402  (must follow the environment variable)
 
-import tf_keras as keras  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
-# TF-MOT internals kquant builds its scheme from (not in TF-MOT's public API).
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
-    default_8bit_transforms)
-from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E402
-    model_transformer)
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (  # noqa: E402
-    QuantizeLayer)
+    if not tf.keras.__name__.startswith("tf_keras"):
+        raise ImportError(
+            "kquant needs Keras 2 (tf_keras), but TensorFlow has already bound tf.keras to Keras "
+            f"3 ({tf.keras.__name__}). Import kquant before anything touches tf.keras, or set "
+            "TF_USE_LEGACY_KERAS=1 in the environment before starting Python."
+        )
+
+    import tf_keras as keras  # noqa: E402
+    import tensorflow_model_optimization as tfmot  # noqa: E402
+    # TF-MOT internals kquant builds its scheme from (not in TF-MOT's public API).
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402,E501
+        default_8bit_transforms)
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E402,E501
+        model_transformer)
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (  # noqa: E402,E501
+        QuantizeLayer)
 
 __all__ = ["QuantizeLayer", "default_8bit_transforms", "keras", "model_transformer", "tf", "tfmot"]

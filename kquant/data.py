@@ -40,6 +40,7 @@ class Dataset:
         num_classes: number of labels.
         input_shape: shape of one image, (height, width, channels).
         train_size: number of training examples.
+        batch_size: examples per batch.
     """
 
     name: str
@@ -48,6 +49,12 @@ class Dataset:
     num_classes: int
     input_shape: Tuple[int, int, int]
     train_size: int
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch (what a learning-rate schedule counts in)."""
+        return -(-self.train_size // self.batch_size)
 
 
 def datasets_root() -> Optional[pathlib.Path]:
@@ -271,4 +278,4 @@ def load_dataset(name: str = "digits", batch_size: int = 64, augment: bool = Tru
     train = train.map(normalize, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     test = splits["test"].map(normalize, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     return Dataset(name, train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE),
-                   num_classes, input_shape, train_size)
+                   num_classes, input_shape, train_size, batch_size)

@@ -19,3 +19,23 @@ def test_keras_3_already_bound_is_a_clear_error():
     assert result.returncode != 0
     assert "kquant needs Keras 2 (tf_keras)" in result.stderr
     assert "TF_USE_LEGACY_KERAS=1" in result.stderr
+
+
+def test_importing_kquant_prints_nothing_of_tensorflow_loading():
+    result = run("import kquant")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_captured_stderr_drops_library_lines_unless_the_work_fails():
+    result = run("import os\n"
+                 "from kquant.quiet import captured_stderr\n"
+                 "with captured_stderr():\n"
+                 "    os.write(2, b'status line\\n')\n"
+                 "try:\n"
+                 "    with captured_stderr():\n"
+                 "        os.write(2, b'why it failed\\n')\n"
+                 "        raise RuntimeError('failed')\n"
+                 "except RuntimeError:\n"
+                 "    os.write(2, b'after\\n')\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "why it failed\nafter\n"

@@ -23,6 +23,9 @@ def test_main_job_trains_w4a4_on_digits_and_tflite_agrees(tmp_path):
     assert record["tflite_top1"] > 0.85
     assert record["float_tflite_bytes"] / record["tflite_bytes"] > 3.0
     assert os.path.getsize(record["tflite_path"]) == record["tflite_bytes"]
+    # kquant's own lines only: no TensorFlow load-time, CUDA-probe, converter or LiteRT noise.
+    for noise in ("I0000", "cuInit", "fully_quantize", "XNNPACK delegate", "oneDNN"):
+        assert noise not in result.stderr + result.stdout, noise
 
 
 @pytest.mark.slow
@@ -71,3 +74,31 @@ def test_a_technique_plan_that_does_not_fit_the_epochs_is_a_usage_error(tmp_path
                             capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "the plan needs 8 epochs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_flags_that_do_nothing_are_usage_errors_not_tracebacks():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
+                             "--weight_bits=32", "--activation_bits=32", "--per_channel",
+                             "--calibrate_ranges", "--export_dir="],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "I0000" not in result.stderr  # TensorFlow loaded quietly
+    assert ("These flags do nothing here: --per_channel: the model is float, bits 32; "
+            "--calibrate_ranges: it needs --init_from.") in result.stderr
+
+
+@pytest.mark.slow
+def test_a_second_run_does_not_overwrite_the_first_export(tmp_path):
+    paths = []
+    for _ in range(2):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
+                                 "--epochs=1", "--float_reference=false",
+                                 f"--export_dir={tmp_path}"], capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        paths.append(json.loads(next(l for l in result.stdout.splitlines()
+                                     if l.startswith("RESULT "))[7:])["tflite_path"])
+    assert paths[0].endswith("small_cnn_w4a4_none.tflite")
+    assert paths[1].endswith("small_cnn_w4a4_none-1.tflite")
+    assert sorted(os.listdir(tmp_path)) == ["small_cnn_w4a4_none-1.tflite",
+                                            "small_cnn_w4a4_none.tflite"]

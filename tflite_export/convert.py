@@ -3,6 +3,7 @@ import numpy as np
 
 from kquant.backend import tf
 from kquant.precision import check_deployable
+from kquant.quiet import captured_stderr
 from kquant.quantizers import export_mode
 
 
@@ -95,10 +96,13 @@ def convert(model, representative_data, max_examples=200):
     """
     check_deployable(model, "convert")
     with export_mode():
-        return int8_converter(model, representative_data, max_examples).convert()
+        converter = int8_converter(model, representative_data, max_examples)
+        with captured_stderr():  # the converter's status lines; replayed if it fails
+            return converter.convert()
 
 
 def convert_float(model):
     """Converts a float Keras model to a float32 TFLite model (the size and speed reference)."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)], model)
-    return converter.convert()
+    with captured_stderr():
+        return converter.convert()

@@ -3,12 +3,12 @@
 LiteRT first, then the old tflite_runtime wheel, then TensorFlow's; TFLite Micro from the
 `tflite-micro` package (pip install "kquant[micro]").
 """
-import contextlib
 import os
-import sys
 import warnings
 
 import numpy as np
+
+from kquant.quiet import captured_stderr
 
 RUNTIMES = ("xnnpack", "builtin", "micro")
 MICRO_ARENA_BYTES = 4 << 20
@@ -73,12 +73,13 @@ def make_interpreter(tflite_bytes, num_threads=1, keep_all_tensors=False, runtim
         from ai_edge_litert.interpreter import OpResolverType
 
         options["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with warnings.catch_warnings():  # LiteRT warns that kept tensors are "for debugging"
+    # LiteRT warns that kept tensors are "for debugging" and prints a line per delegate.
+    with warnings.catch_warnings(), captured_stderr():
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
         interpreter = interpreter_class()(model_content=tflite_bytes, num_threads=num_threads,
                                           experimental_preserve_all_tensors=keep_all_tensors,
                                           **options)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     return interpreter
 
 
@@ -102,7 +103,7 @@ def _micro(tflite_bytes, arena_bytes):
         raise ImportError('runtime "micro" needs the tflite-micro package (pip install '
                           '"kquant[micro]" or pip install tflite-micro).') from error
     try:
-        with _quiet_stderr():
+        with captured_stderr(replay_on_error=False):  # the ValueError below says it all
             interpreter = micro_runtime.Interpreter.from_bytes(tflite_bytes,
                                                                arena_size=arena_bytes)
     except RuntimeError as error:
@@ -155,7 +156,7 @@ def micro_arena_bytes(tflite_bytes, largest=MICRO_ARENA_BYTES * 16):
     tflite_bytes = model_bytes(tflite_bytes, "micro_arena_bytes")
 
     def fits(size):
-        with _quiet_stderr():  # TFLM prints each failed allocation
+        with captured_stderr():  # TFLM prints each failed allocation
             try:
                 micro_runtime.Interpreter.from_bytes(tflite_bytes, arena_size=size)
             except RuntimeError:
@@ -169,17 +170,3 @@ def micro_arena_bytes(tflite_bytes, largest=MICRO_ARENA_BYTES * 16):
         middle = (low + high) // 2
         low, high = (low, middle) if fits(middle) else (middle, high)
     return high
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silences C++ writes to stderr (file descriptor 2) for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
