@@ -5,12 +5,13 @@ from kquant.calibration import calibrate_ranges
 from kquant.compile import compile_classifier, cosine_sgd
 from kquant.data import load_dataset
 from kquant.describe import describe
+from kquant.numerics import StopOnNonFinite
 from kquant.quantize import initialize_weight_quantizers, quantize_model
 from kquant.recipe import Recipe
 from kquant.serialization import custom_objects, quantize_scope
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "calibrate_ranges", "compile_classifier", "cosine_sgd", "custom_objects",
+__all__ = ["Recipe", "StopOnNonFinite", "calibrate_ranges", "compile_classifier", "cosine_sgd", "custom_objects",
            "deploy", "describe", "initialize_weight_quantizers", "load_dataset", "losses", "models",
            "precision", "quantize_model", "quantize_scope", "quantizers", "techniques"]

@@ -3,6 +3,7 @@ import dataclasses
 import inspect
 
 from kquant.compile import compile_classifier
+from kquant.numerics import StopOnNonFinite
 from kquant.quantizers.model_states import training_callbacks
 from kquant.techniques.base import Training
 
@@ -67,7 +68,7 @@ def prepare(model, techniques, context):
     Without a technique that trains models of its own, `model` is compiled (SGD with momentum,
     cosine decay over the schedule, restarted where any technique asks:
     `learning_rate_restarts`). The callbacks are the techniques' followed by those the
-    quantizers ask for (e.g. learnable levels' direct update).
+    quantizers ask for (e.g. learnable levels' direct update) and `StopOnNonFinite`.
 
     Args:
         model: the kquant model to train.
@@ -102,4 +103,5 @@ def prepare(model, techniques, context):
             model, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
             restart_steps=schedule.restart_steps), [model]
     callbacks = [c for t in chosen for c in t.callbacks(model, context)]
-    return Training(trainable, callbacks + training_callbacks(trainable), deployable, chosen)
+    return Training(trainable, callbacks + training_callbacks(trainable) + [StopOnNonFinite()],
+                    deployable, chosen)
