@@ -8,10 +8,11 @@ from kquant.describe import describe
 from kquant.numerics import StopOnNonFinite
 from kquant.quantize import initialize_weight_quantizers, quantize_model
 from kquant.recipe import Recipe
-from kquant.serialization import custom_objects, quantize_scope
+from kquant.serialization import custom_objects, load_model, quantize_scope
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "StopOnNonFinite", "calibrate_ranges", "compile_classifier", "cosine_sgd", "custom_objects",
-           "deploy", "describe", "initialize_weight_quantizers", "load_dataset", "losses", "models",
-           "precision", "quantize_model", "quantize_scope", "quantizers", "techniques"]
+__all__ = ["Recipe", "StopOnNonFinite", "calibrate_ranges", "compile_classifier", "cosine_sgd",
+           "custom_objects", "deploy", "describe", "initialize_weight_quantizers", "load_dataset",
+           "load_model", "losses", "models", "precision", "quantize_model", "quantize_scope",
+           "quantizers", "techniques"]

@@ -4,9 +4,12 @@ Every kquant quantizer, QuantizeConfig and layer registers itself with `@seriali
 Keras' name "kquant>ClassName"; a quantizer that a `Recipe` can name also gives that name.
 Importing kquant registers the TF-MOT classes a quantized model holds as well, so a saved
 kquant model loads with a plain `keras.models.load_model` in every format; `custom_objects()`
-and `quantize_scope()` are for code that passes its objects explicitly.
+and `quantize_scope()` are for code that passes its objects explicitly. `load_model` loads a
+file from elsewhere without running code stored in it, in every format.
 """
 import contextlib
+import json
+import os
 
 from kquant.backend import keras, tfmot
 
@@ -86,3 +89,73 @@ def quantize_scope():
 
 # kquant's own classes register as they are defined; TF-MOT's get their plain names here.
 keras.utils.get_custom_objects().update(tfmot_objects())
+
+
+# Layers whose saved config carries Python code (bytecode) that loading would run.
+CODE_LAYERS = ("Lambda",)
+
+
+def _code_layers_in(config):
+    """Names of the layers of a saved model config (any nesting) that carry Python code."""
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") in CODE_LAYERS:
+            found.append(config.get("config", {}).get("name", "?"))
+        for value in config.values():
+            found += _code_layers_in(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += _code_layers_in(value)
+    return found
+
+
+def _stored_code_layers(path):
+    """Layers carrying Python code in an HDF5 file or SavedModel folder (the formats Keras loads
+    without its safe mode)."""
+    if os.path.isdir(path):
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        metadata = saved_metadata_pb2.SavedMetadata()
+        with open(os.path.join(path, "keras_metadata.pb"), "rb") as f:
+            metadata.ParseFromString(f.read())
+        return [name for node in metadata.nodes
+                for name in _code_layers_in(json.loads(node.metadata or "{}"))]
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        config = f.attrs.get("model_config")
+    return _code_layers_in(json.loads(config)) if config is not None else []
+
+
+def load_model(path, safe_mode=True, compile=False):  # pylint: disable=redefined-builtin
+    """Loads a saved kquant (or any Keras) model, by default without running code stored in it.
+
+    Keras' safe mode refuses Lambda layers in `.keras` files only; HDF5 files and SavedModel
+    folders would run a Lambda's stored bytecode. Here every format is checked: a model with
+    such layers is refused unless `safe_mode=False` (only for files you trust).
+
+    Args:
+        path: a `.keras` or `.h5` file or a SavedModel folder.
+        safe_mode: refuse layers that carry Python code.
+        compile: restore the training configuration too.
+
+    Returns:
+        The model, with kquant's and TF-MOT's classes.
+
+    Raises:
+        FileNotFoundError: if nothing is at `path`.
+        ValueError: naming the layers that carry code, in safe mode.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"load_model: nothing at {path!r}.")
+    if safe_mode and not path.endswith(".keras"):
+        unsafe = _stored_code_layers(path)
+        if unsafe:
+            raise ValueError(f"load_model: {path!r} holds layers {unsafe} with Python code that "
+                             "loading would run; pass safe_mode=False only if you trust the file.")
+    with quantize_scope():
+        if path.endswith(".keras"):
+            return keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
+        return keras.models.load_model(path, compile=compile)
+

@@ -70,3 +70,28 @@ def test_custom_objects_hold_kquant_and_tfmot_classes():
     for name in ("QuantizeWrapperV2", "QuantizeLayer", "MovingAverageQuantizer",
                  "kquant>DoReFaWeightQuantizer", "kquant>WeightLayerConfig", "kquant>InputQuantizer"):
         assert name in objects, name
+
+
+@pytest.mark.parametrize("fmt,name", [("keras", "model.keras"), ("h5", "model.h5"),
+                                      ("tf", "saved")])
+def test_load_model_runs_no_stored_code_in_any_format(tmp_path, random_images, fmt, name):
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Lambda(lambda x: x * 2, name="stored_code")(inputs)
+    path = str(tmp_path / name)
+    keras.Model(inputs, outputs).save(path, save_format=None if fmt == "keras" else fmt)
+    with pytest.raises(ValueError, match="stored_code|Lambda"):
+        kquant.load_model(path)
+    trusted = kquant.load_model(path, safe_mode=False)
+    np.testing.assert_allclose(trusted.predict(random_images, verbose=0), 2 * random_images)
+
+
+def test_load_model_loads_kquant_models_in_safe_mode(tmp_path, random_images):
+    model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(2, 2, activation_quantizer="pact"))
+    model(random_images)
+    for name in ("model.keras", "model.h5"):
+        model.save(str(tmp_path / name))
+        loaded = kquant.load_model(tmp_path / name)
+        np.testing.assert_allclose(loaded.predict(random_images, verbose=0),
+                                   model.predict(random_images, verbose=0), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="load_model: nothing at"):
+        kquant.load_model(tmp_path / "missing.h5")
