@@ -100,7 +100,7 @@ def set_enabled(model, enabled, role=None, layers=None, source=USER):
     assign(_select(model, role, layers), enabled=enabled, source=source)
 
 
-def refit(model, role=None, layers=None):
+def refit(model, role=None, layers=None, epoch_steps=None):
     """Asks quantizers to fit their data-dependent parameters (e.g. clips) again, on the next
     training batch (`LowBitQuantizer.refit`); techniques call it when precision changes.
 
@@ -108,7 +108,12 @@ def refit(model, role=None, layers=None):
         model: a kquant model, or a model that trains kquant models.
         role: "weight", "activation", or None for both.
         layers: names of the layers, or None for all.
+        epoch_steps: for a re-fit at an epoch's first batch, the steps per epoch: when the
+            optimizer is already past that batch (a fit resumed mid-epoch by
+            `BackupAndRestore`), the interrupted run did the re-fit and nothing is asked.
     """
+    if epoch_steps and int(model.optimizer.iterations.numpy()) % epoch_steps:
+        return
     for state in _select(model, role, layers):
         state.quantizer.refit(state.variables)
 

@@ -190,7 +190,7 @@ class CyclicMultiStep(PrecisionSchedule):
         # A phase starts here (also when a run resumes at this epoch).
         if self.refit_clips and epoch == phase.first_epoch and epoch > 0 and \
                 not phase.accurate and phase != self.phase_at(epoch - 1):
-            precision.refit(self.model, role="activation")
+            precision.refit(self.model, role="activation", epoch_steps=self.params.get("steps"))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

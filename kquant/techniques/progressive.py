@@ -174,4 +174,4 @@ class ProgressiveBitWidth(PrecisionSchedule):
                              source=self.name)
         # A stage starts here (also when a run resumes at this epoch).
         if self.refit_clips and epoch > 0 and self.bits_at(epoch) != self.bits_at(epoch - 1):
-            precision.refit(self.model, role="activation")
+            precision.refit(self.model, role="activation", epoch_steps=self.params.get("steps"))

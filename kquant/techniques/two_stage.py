@@ -78,17 +78,17 @@ class TwoStageQuantization(PrecisionSchedule):
                              f"inside the run (1 to {steps * epochs - 1}).")
         self._quantized = None
 
-    def _set(self, quantized, at_boundary):
+    def _set(self, quantized, at_boundary, epoch_steps=None):
         if quantized != self._quantized:
             precision.set_enabled(self.model, quantized, role="activation", source=self.name)
             precision.set_enabled(self.model, True, role="weight", source=self.name)
             self._quantized = quantized
         if self.refit_clips and at_boundary:  # also when a run resumes at the boundary
-            precision.refit(self.model, role="activation")
+            precision.refit(self.model, role="activation", epoch_steps=epoch_steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.boundary_step is None:
-            self._set(epoch >= self._epoch, epoch == self._epoch)
+            self._set(epoch >= self._epoch, epoch == self._epoch, self.params.get("steps"))
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.boundary_step is not None:
