@@ -3,6 +3,7 @@ from kquant import configs, folding, graph
 from kquant.backend import QuantizeLayer, default_8bit_transforms, keras, model_transformer, tfmot
 from kquant.quantizers.model_states import quantizer_states
 from kquant.recipe import Recipe
+from kquant.replicas import InputRangeQuantizer
 from kquant.serialization import quantize_scope, serializable
 
 _tfmot_keras = tfmot.quantization.keras
@@ -10,11 +11,17 @@ _tfmot_keras = tfmot.quantization.keras
 
 @serializable()
 class InputQuantizer(QuantizeLayer):
-    """TF-MOT's input quantizer (the 8-bit input range), marked built by `build`.
+    """TF-MOT's input quantizer (the 8-bit input range), marked built by `build`, whose range
+    every replica of a distribution strategy shares (`InputRangeQuantizer`).
 
     TF-MOT's `QuantizeLayer.build` leaves `built` False, so loading a `.keras` file built it
     a second time ("expected 5 variables, but received 3").
     """
+
+    def __init__(self, quantizer, **kwargs):
+        if type(quantizer) is _tfmot_keras.quantizers.AllValuesQuantizer:
+            quantizer = InputRangeQuantizer(**quantizer.get_config())
+        super().__init__(quantizer, **kwargs)
 
     def build(self, input_shape):
         super().build(input_shape)

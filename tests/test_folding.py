@@ -98,6 +98,7 @@ def test_weights_are_quantized_after_folding_and_export_exactly(float_model, bit
             np.testing.assert_array_equal(folded, expected)
     blob = assert_exports_exactly(quantized, images)
     unfolded = kquant.quantize_model(model, kquant.Recipe(bits, bits, per_channel=True))
+    unfolded(images, training=True)  # sets the input range, as training would
     assert tflite_export.inspect(blob).ops == tflite_export.inspect(
         tflite_export.convert(unfolded, [images])).ops
 

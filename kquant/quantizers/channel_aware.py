@@ -1,6 +1,7 @@
 """Channel-aware activation quantizer (Recipe name "channel-aware"): one clip per tensor, fit
 to the mean of per-channel normalised errors."""
 from kquant.backend import keras, tf
+from kquant.replicas import replica_mean
 from kquant.quantizers.base import ActivationQuantizer
 from kquant.quantizers.rounding import steps
 from kquant.serialization import serializable
@@ -187,7 +188,8 @@ class ChannelAwareActivationQuantizer(ActivationQuantizer):
 
     def batch_update(self, x, weights):
         """Moves the clip towards this batch's fit; returns the new clip."""
-        batch_clip = fit_clip(tf.stop_gradient(x), weights["bits"], self.statistic, self.trim)
+        batch_clip = replica_mean(
+            fit_clip(tf.stop_gradient(x), weights["bits"], self.statistic, self.trim))
         momentum = tf.where(weights["fitted"] > 0.0, self.momentum, 0.0)
         clip = weights["clip"]
         new = tf.where(batch_clip > 0.0, momentum * clip + (1.0 - momentum) * batch_clip, clip)

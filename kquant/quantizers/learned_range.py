@@ -2,6 +2,7 @@
 from kquant.backend import tf
 from kquant.quantizers.base import ActivationQuantizer
 from kquant.quantizers.channel_aware import fit_clip
+from kquant.replicas import replica_mean
 
 
 class LearnedRangeActivationQuantizer(ActivationQuantizer):
@@ -29,7 +30,7 @@ class LearnedRangeActivationQuantizer(ActivationQuantizer):
     def batch_update(self, x, weights):
         """After `refit`: the clip := the channel-aware fit of this batch; otherwise nothing."""
         def fit():
-            clip = tf.maximum(fit_clip(tf.stop_gradient(x), weights["bits"]), 1e-3)
+            clip = tf.maximum(replica_mean(fit_clip(tf.stop_gradient(x), weights["bits"])), 1e-3)
             with tf.control_dependencies([self.assign_clip(weights, clip),
                                           weights["refit"].assign(0.0)]):
                 return tf.identity(clip)

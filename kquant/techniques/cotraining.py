@@ -53,8 +53,9 @@ class CoTraining(keras.Model):
         raise NotImplementedError
 
     def _track(self, y, losses, logits):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync  # losses are their shares
         for (loss_metric, accuracy), loss, z in zip(self._trackers.values(), losses, logits):
-            loss_metric.update_state(loss)
+            loss_metric.update_state(loss * replicas)
             accuracy.update_state(y, z)
         return {m.name: m.result() for m in self.metrics}
 

@@ -169,12 +169,12 @@ class JointDistillation(CoTraining):
         student_losses = [
             w["student"] * losses.classification_loss(y, out[0])
             + w["student_distillation"] * self._guidance(held[0], out)
-            + tf.add_n([tf.constant(0.0)] + student.losses)
+            + losses.regularization(student)
             for student, out in zip(self.students, student_outs)]
         teacher_guidance = tf.add_n([self._guidance(h, teacher_out) for h in held[1:]]) / len(student_outs)
         teacher_loss = (w["teacher"] * losses.classification_loss(y, teacher_out[0])
                         + w["teacher_distillation"] * teacher_guidance
-                        + tf.add_n([tf.constant(0.0)] + self.teacher.losses))
+                        + losses.regularization(self.teacher))
         return [teacher_loss, *student_losses], [out[0] for out in outputs]
 
 
