@@ -33,7 +33,7 @@ SETUPS = {
 
 
 def test_every_registered_technique_is_tried():
-    assert set(SETUPS) == set(techniques.names())
+    assert set(SETUPS) == {n for n in techniques.names() if not n.startswith("test-")}
 
 
 class Interrupt(keras.callbacks.Callback):
