@@ -19,10 +19,12 @@ METHOD_DESCRIPTIONS = {
                               "model's activations (`kquant.calibrate_ranges`)",
     "pact-calibrated-folded": "kquant-pact-calibrated with batch norm folded into the conv while "
                               "training (`Recipe(fold_batch_norm=True)`), statistics frozen "
-                              "after half the steps",
+                              "after half the steps (per-layer DoReFa: refused since, its "
+                              "moving variance drifts)",
     "pact-calibrated-per-channel": "kquant-pact-calibrated with DoReFa's weight statistics per "
                                    "output channel",
-    "pact-calibrated-per-channel-folded": "both of the above",
+    "pact-calibrated-per-channel-folded": "pact-calibrated-per-channel with batch norm folded "
+                                          "in, statistics frozen after half the steps",
     "lsq": "kquant, LSQ learned steps for weights (per channel) and activations, started from "
            "the float model with the paper's 2 mean|v| / sqrt(Q_P)",
     "direct-levels": "kquant, learnable weight levels per output channel with direct code "

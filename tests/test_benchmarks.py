@@ -82,6 +82,6 @@ def test_folded_method_freezes_statistics_after_half_the_steps():
     from benchmarks.methods import method
     from tests.conftest import tiny_cnn
 
-    model = method("pact-calibrated-folded").build(tiny_cnn(), 2, 2, 10)
+    model = method("pact-calibrated-per-channel-folded").build(tiny_cnn(), 2, 2, 10)
     folded = [layer.layer for layer in model.layers if hasattr(getattr(layer, "layer", None), "fold")]
     assert len(folded) == 3 and {layer.freeze_after for layer in folded} == {5}

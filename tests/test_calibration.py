@@ -46,7 +46,8 @@ def test_folded_layers_start_from_their_batch_norms_output(random_images):
     float_model = tiny_cnn()
     float_model.get_layer("middle_bn").set_weights(
         [np.full(8, 3.0), np.full(8, 1.0), np.zeros(8), np.full(8, 0.5)])
-    model = kquant.quantize_model(float_model, kquant.Recipe(4, 4, fold_batch_norm=True))
+    model = kquant.quantize_model(float_model, kquant.Recipe(4, 4, per_channel=True,
+                                                             fold_batch_norm=True))
     chosen = kquant.calibrate_ranges(model, float_model, [random_images])
     values = float_output(float_model, "middle_bn", random_images)  # not the conv's output
     assert np.allclose(chosen["middle"], (min(values.min(), 0), max(values.max(), 0)), rtol=1e-5)

@@ -46,7 +46,8 @@ def test_quantized_folded_model_matches_unfolded_with_quantizers_off(float_model
 
 def test_training_step_is_batch_norm_with_batch_statistics(float_model):
     model, images = float_model
-    quantized = kquant.quantize_model(model, kquant.Recipe(4, 4, fold_batch_norm=True))
+    quantized = kquant.quantize_model(model, kquant.Recipe(4, 4, per_channel=True,
+                                                           fold_batch_norm=True))
     kquant.precision.set_enabled(quantized, False)
     layer = quantized.get_layer("quant_first").layer
     norm = model.get_layer("first_bn")
@@ -112,6 +113,8 @@ def test_bad_folding_settings_are_named(float_model):
     with pytest.raises(ValueError, match="DirectLevelsWeightQuantizer on layer 'first'.*folded"):
         kquant.quantize_model(model, kquant.Recipe(2, 2, weight_quantizer="direct-levels",
                                                    fold_batch_norm=True, first_last_bits=None))
+    with pytest.raises(ValueError, match="DoReFaWeightQuantizer on layer 'first'.*per_channel=True"):
+        kquant.quantize_model(model, kquant.Recipe(2, 2, fold_batch_norm=True))
 
 
 def test_a_model_without_conv_batch_norm_pairs_is_left_as_it_is():

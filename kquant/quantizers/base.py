@@ -167,8 +167,6 @@ class LowBitWeightQuantizer(LowBitQuantizer):
         per_channel: statistics (or levels) per output channel instead of per layer.
     """
 
-    foldable = True  # False: keeps state tied to the raw kernel, so no folded batch norm
-
     def __init__(self, bits, per_channel=False):
         super().__init__(bits)
         self.per_channel = bool(per_channel)
@@ -181,14 +179,22 @@ class LowBitWeightQuantizer(LowBitQuantizer):
         self._depthwise = isinstance(inner, keras.layers.DepthwiseConv2D)
         self._dense = isinstance(inner, keras.layers.Dense)
         self._fold = getattr(inner, "fold", None)
-        if self._fold is not None and not self.foldable:
-            raise ValueError(f"{type(self).__name__} on layer {inner.name!r}: this weight "
-                             "quantizer keeps its own codes of the raw kernel and cannot quantize "
-                             "a kernel with batch norm folded in; use Recipe(fold_batch_norm="
-                             "False) or another weight quantizer.")
+        if self._fold is not None and self.fold_refusal() is not None:
+            raise ValueError(f"{type(self).__name__} on layer {inner.name!r} cannot quantize a "
+                             f"kernel with batch norm folded in: {self.fold_refusal()}. Use "
+                             "Recipe(fold_batch_norm=False) or another weight quantizer.")
         if self._fold is not None:
             inner.kernel_folded = True
         return super().build(tensor_shape, name, layer)
+
+    def fold_refusal(self):
+        """Why this quantizer cannot quantize a kernel with batch norm folded in, or None.
+
+        A folded layer's moving variance tracks its conv output divided by gamma / sigma, so
+        each output channel of the quantized kernel must scale with that channel's folded
+        kernel; otherwise the variance feeds back on itself and drifts.
+        """
+        return None
 
     def fold(self, kernel):
         """The kernel this quantizer quantizes: `kernel` with its layer's batch norm folded in

@@ -70,7 +70,9 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
     """
 
     variable_bits = False
-    foldable = False  # its codes index levels of the raw kernel, which `update` rewrites
+
+    def fold_refusal(self):
+        return "its codes index levels of the raw kernel, which its update rewrites"
 
     def __init__(self, bits, per_channel=False, symmetric=False, initialization="kmeans",
                  accumulate=True, level_gradient="mean"):
