@@ -177,14 +177,6 @@ def _foldable_pairs(model):
     return pairs
 
 
-def _renamed(value, names):
-    """`value` (a layer config's inbound nodes or a model's output list) with every layer
-    name in `names` replaced by its value."""
-    if isinstance(value, list):
-        return [_renamed(v, names) for v in value]
-    return names.get(value, value) if isinstance(value, str) else value
-
-
 def holds_folded_layers(model):
     """Whether a (quantized) model has layers with a batch norm folded in."""
     return any(isinstance(graph.unwrap(layer), _Folded) for layer in model.layers)
@@ -222,9 +214,9 @@ def fold_batch_norms(model, freeze_after=None):
                                  "epsilon": norm.epsilon, "freeze_after": freeze_after})
             entry.pop("module", None)
             entry["registered_name"] = keras.utils.get_registered_name(folded)
-        entry["inbound_nodes"] = _renamed(entry["inbound_nodes"], renames)
+        entry["inbound_nodes"] = graph.renamed(entry["inbound_nodes"], renames)
         layers.append(entry)
-    config.update(layers=layers, output_layers=_renamed(config["output_layers"], renames))
+    config.update(layers=layers, output_layers=graph.renamed(config["output_layers"], renames))
     folded_model = keras.Model.from_config(config)
     for layer in folded_model.layers:
         source = model.get_layer(layer.name)

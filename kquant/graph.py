@@ -18,6 +18,10 @@ def activation_name(layer):
         if layer.max_value is None:
             return "relu"
         return "relu6" if float(layer.max_value) == 6.0 else f"ReLU(max_value={layer.max_value})"
+    if isinstance(layer, (keras.layers.LeakyReLU, keras.layers.PReLU)):
+        return "leaky_relu" if isinstance(layer, keras.layers.LeakyReLU) else "prelu"
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax" if layer.axis in (-1, [-1]) else f"softmax(axis={layer.axis})"
     activation = getattr(layer, "activation", None)
     if activation is None:
         return None
@@ -38,6 +42,20 @@ def consumers(model):
             for inbound in node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]:
                 result[inbound.name].append(layer)
     return result
+
+
+def producers(layer):
+    """The layers whose outputs `layer` takes (at its first call)."""
+    inbound = layer._inbound_nodes[0].inbound_layers  # pylint: disable=protected-access
+    return inbound if isinstance(inbound, list) else [inbound]
+
+
+def renamed(value, names):
+    """`value` (a layer config's inbound nodes or a model's output list) with every layer
+    name in `names` replaced by its value."""
+    if isinstance(value, list):
+        return [renamed(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value
 
 
 def is_sequential_or_functional(model):

@@ -1,5 +1,6 @@
 """quantize_model: a float Keras model in, a TF-MOT quantization-aware model out."""
 from kquant import configs, folding, graph
+from kquant.split_activations import split_activations
 from kquant.backend import QuantizeLayer, default_8bit_transforms, keras, model_transformer, tfmot
 from kquant.quantizers.model_states import quantizer_states
 from kquant.recipe import Recipe
@@ -92,8 +93,9 @@ def plan(model, recipe):
     if problems:
         raise ValueError("quantize_model: kquant cannot quantize these layers of model "
                          f"{model.name!r}:\n" + "\n".join(problems) +
-                         "\nReplace them, or quantize them yourself with "
-                         "tfmot.quantization.keras.quantize_annotate_layer and a QuantizeConfig.")
+                         f"\nkquant quantizes: {configs.SUPPORTED}.\nReplace them, or quantize "
+                         "them yourself with tfmot.quantization.keras.quantize_annotate_layer "
+                         "and a QuantizeConfig.")
     return result
 
 
@@ -101,7 +103,10 @@ def quantize_model(model, recipe=None):
     """Turns a float Keras model into a quantization-aware one that trains with `fit`.
 
     Weights of conv, depthwise and dense layers get the recipe's weight quantizer; ReLU/ReLU6
-    activations are replaced by its activation quantizer; batch norm stays as a float layer in
+    activations are replaced by its activation quantizer; layers with no low-bit rule that
+    LiteRT runs in int8 (sigmoid, softmax, swish, Multiply, Rescaling, ...) get 8-bit outputs
+    (`kquant.eight_bit`), a conv's or dense layer's own such activation split off as a layer
+    of its own; batch norm stays as a float layer in
     training and is folded into the conv by the TFLite converter; other requantization points
     get 8-bit ranges (see `kquant.configs`); with `Recipe(fold_batch_norm=True)` each conv and
     its batch norm train as one folded layer instead (`kquant.folding`). The float weights
@@ -122,6 +127,7 @@ def quantize_model(model, recipe=None):
     recipe = recipe or Recipe()
     if isinstance(model, keras.Sequential):  # as functional, it gets kquant's input quantizer
         model = keras.Model(model.inputs, model.outputs, name=model.name)
+    model = split_activations(model)
     if recipe.fold_batch_norm:
         model = folding.fold_batch_norms(model, recipe.freeze_batch_norm_after)
     layer_configs = plan(model, recipe)

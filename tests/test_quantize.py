@@ -49,15 +49,18 @@ def test_sequential_models_are_quantized():
 
 def test_unsupported_layers_are_named_in_one_error():
     inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(4, 3, activation="tanh", name="tanh_conv")(inputs)
-    x = keras.layers.LeakyReLU(name="leaky")(x)
+    x = keras.layers.Conv2D(4, 3, activation="elu", name="elu_conv")(inputs)
+    x = keras.layers.Activation("softplus", name="softplus")(x)
     x = keras.layers.LayerNormalization(name="norm")(x)
+    x = x + 3.0  # a TensorFlow op on a Keras tensor
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
     with pytest.raises(ValueError) as error:
         kquant.quantize_model(model)
     message = str(error.value)
-    for name in ("tanh_conv", "leaky", "norm"):
+    for name in ("elu_conv", "softplus", "norm", "tf.__operators__.add"):
         assert name in message
+    assert "no integer kernel" in message and "write it with Keras layers" in message
+    assert message.count("swish") == 1  # what kquant does quantize, said once
     assert "quantize_annotate_layer" in message
 
 

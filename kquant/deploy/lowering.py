@@ -139,8 +139,9 @@ class _Lowering:
             return
         elif isinstance(inner, keras.layers.AveragePooling2D):
             # AVERAGE_POOL_2D keeps its input's scale; a QUANTIZE after it moves to its own.
-            out = output_quantization(quantizer, variables)
             source = sources[0]
+            out = self.materialized(inner, source) if quantizer is None else \
+                output_quantization(quantizer, variables)
             pooled = f"{name}/pooled" if self.values[source] != out else name
             self.ops.append(ops.AveragePoolOp(pooled, source, inner.pool_size, inner.strides,
                                               inner.padding.upper()))
