@@ -42,6 +42,9 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("exact_examples", 10_000, "Test examples compared with the integer-exact "
                      "mode on LiteRT's built-in kernels and on TFLite Micro.")
 flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/<suite>.jsonl).")
+flags.DEFINE_string("backup_dir", "", "Back up each row's training after every epoch under this "
+                    "folder (outside the work tree, e.g. ~/.cache/kquant/backups) and resume an "
+                    "interrupted row from it; empty: no backup.")
 
 
 def _versions():
@@ -148,7 +151,10 @@ def main(argv):
             keras_top1, speed, measured = suites.train(
                 model, data, suite, epochs, chosen.techniques, float_model,
                 lambda other: chosen.quantized(float_model, other, other, data.train,
-                                               training_steps), FLAGS.seed)
+                                               training_steps), FLAGS.seed,
+                backup_dir=FLAGS.backup_dir and os.path.join(
+                    os.path.expanduser(FLAGS.backup_dir),
+                    f"{FLAGS.suite}-{name}-W{bits}A{activation_bits}-seed{FLAGS.seed}"))
             record.update(keras_top1=round(keras_top1, 4),
                           train_throughput_ratio=round(speed / reference_speed, 3), tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,

@@ -1,6 +1,7 @@
 """The benchmark suites and what every benchmark program shares: the float starting point,
 training on a suite's schedule, and provenance (commit)."""
 import os
+import shutil
 import subprocess
 
 import kquant
@@ -56,14 +57,21 @@ def prepare(model, suite, epochs, steps, techniques=(), float_model=None, quanti
         schedule, float_model=float_model, data=data, quantize=quantize))
 
 
-def train(model, data, suite, epochs, techniques=(), float_model=None, quantize=None, seed=0):
+def train(model, data, suite, epochs, techniques=(), float_model=None, quantize=None, seed=0,
+          backup_dir=None):
     """Trains with the suite's schedule; returns (test top-1 of `model`, training images/s,
-    what the techniques measured)."""
+    what the techniques measured). With `backup_dir`, each finished epoch is backed up there
+    (`BackupAndRestore`: weights, optimizer, schedules) and an interrupted run resumes from it;
+    the backup is deleted when training ends."""
     steps = data.steps_per_epoch
     training = prepare(model, suite, epochs, steps, techniques, float_model, quantize, seed,
                        data.train)
     timer = StepTimer(suite["batch_size"])
-    training.model.fit(data.train, epochs=epochs, callbacks=training.callbacks + [timer], verbose=2)
+    backup = [keras.callbacks.BackupAndRestore(backup_dir)] if backup_dir else []
+    training.model.fit(data.train, epochs=epochs, callbacks=training.callbacks + backup + [timer],
+                       verbose=2)
+    if backup_dir:  # BackupAndRestore deletes its checkpoint, not the folder
+        shutil.rmtree(backup_dir, ignore_errors=True)
     kquant.compile_classifier(model)
     return float(model.evaluate(data.test, verbose=0)[1]), timer.images_per_second, \
         training.summary()

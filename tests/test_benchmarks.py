@@ -1,9 +1,11 @@
 """The MNIST benchmark suite in reduced form, as a regression floor (no timing assertions)."""
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import kquant
@@ -85,3 +87,46 @@ def test_folded_method_freezes_statistics_after_half_the_steps():
     model = method("pact-calibrated-per-channel-folded").build(tiny_cnn(), 2, 2, 10)
     folded = [layer.layer for layer in model.layers if hasattr(getattr(layer, "layer", None), "fold")]
     assert len(folded) == 3 and {layer.freeze_after for layer in folded} == {5}
+
+
+def test_an_interrupted_row_resumes_from_its_backup(tmp_path):
+    """Long-protocol rows back up each epoch; killed mid-row, the next run starts where the
+    last finished epoch left off and ends with the weights of an uninterrupted run."""
+    from benchmarks import suites
+    from kquant.backend import keras
+    from tests.conftest import tiny_cnn
+    from tests.test_ctmq import fixed_batches
+
+    digits = kquant.load_dataset("digits", batch_size=64)
+    # The same batches in the same order every epoch, so both runs see the same data.
+    data = dataclasses.replace(digits, train=fixed_batches(digits, 4), train_size=4 * 64)
+    suite = dict(suites.SUITES["mnist-cnn"], learning_rate=0.05)
+
+    def quantized():
+        keras.utils.set_random_seed(0)
+        return kquant.quantize_model(tiny_cnn(data.input_shape, data.num_classes))
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    reference = quantized()
+    suites.train(reference, data, suite, 3)
+    backup = str(tmp_path / "row")
+    interrupted = quantized()
+    original_fit = interrupted.fit
+    interrupted.fit = lambda *a, **k: original_fit(
+        *a, **dict(k, callbacks=k["callbacks"] + [Interrupt()]))
+    with pytest.raises(KeyboardInterrupt):
+        suites.train(interrupted, data, suite, 3, backup_dir=backup)
+    assert os.path.isdir(backup)
+    resumed = quantized()
+    epochs = []
+    original_resumed_fit = resumed.fit
+    resumed.fit = lambda *a, **k: original_resumed_fit(*a, **dict(k, callbacks=k["callbacks"] + [
+        keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))]))
+    suites.train(resumed, data, suite, 3, backup_dir=backup)
+    assert epochs == [2] and not os.path.exists(backup)
+    for got, want in zip(resumed.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -125,9 +125,9 @@ def test_describe_names_every_layers_choice_and_why(images):
     assert len(rows) == len(squeeze_excite().layers) - 1 + 1  # no input layer; the split gate
 
 
+# ResNet50 (V1) adds no pattern ResNet-20 and these lack, at 23M parameters: left out.
 APPLICATIONS = [("MobileNet", {"alpha": 0.25}), ("MobileNetV2", {"alpha": 0.35}),
-                ("ResNet50", {}), ("ResNet50V2", {}), ("EfficientNetB0", {}),
-                ("DenseNet121", {})]
+                ("ResNet50V2", {}), ("EfficientNetB0", {}), ("DenseNet121", {})]
 
 
 @pytest.mark.slow
