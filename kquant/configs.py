@@ -10,12 +10,13 @@ from kquant import eight_bit
 from kquant.backend import keras, tfmot
 from kquant.eight_bit import eight_bit_output_quantizer
 from kquant.folding import FoldedConv2D, FoldedDepthwiseConv2D
+from kquant.pointwise_dense import PointwiseDense
 from kquant.graph import ACTIVATIONS, activation_name, is_activation_layer, producers
 from kquant.serialization import serializable
 
 WEIGHT_LAYERS = {keras.layers.Conv2D: "kernel", keras.layers.Dense: "kernel",
                  keras.layers.DepthwiseConv2D: "depthwise_kernel", FoldedConv2D: "kernel",
-                 FoldedDepthwiseConv2D: "depthwise_kernel"}
+                 FoldedDepthwiseConv2D: "depthwise_kernel", PointwiseDense: "kernel"}
 MERGE_LAYERS = (keras.layers.Add, keras.layers.Concatenate)
 AVERAGE_POOLING = (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
 PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten,

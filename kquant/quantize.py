@@ -1,5 +1,6 @@
 """quantize_model: a float Keras model in, a TF-MOT quantization-aware model out."""
 from kquant import configs, folding, graph
+from kquant.pointwise_dense import pointwise_dense
 from kquant.split_activations import split_activations
 from kquant.backend import QuantizeLayer, default_8bit_transforms, keras, model_transformer, tfmot
 from kquant.quantizers.model_states import quantizer_states
@@ -128,6 +129,8 @@ def quantize_model(model, recipe=None):
     if isinstance(model, keras.Sequential):  # as functional, it gets kquant's input quantizer
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     model = split_activations(model)
+    if recipe.per_channel:  # Dense kernels get a step per output unit only in this form
+        model = pointwise_dense(model)
     if recipe.fold_batch_norm:
         model = folding.fold_batch_norms(model, recipe.freeze_batch_norm_after)
     layer_configs = plan(model, recipe)

@@ -144,7 +144,10 @@ def test_keras_applications_quantize_and_export_in_int8(name, options):
     tflite = tflite_export.convert(quantized, [images])
     report = tflite_export.verify(tflite, quantized, [images], layer_examples=0)
     assert report.float_ops == []
-    assert report.mean_logit_difference <= 2 * report.output_step, report
+    # Softmax outputs of an untrained network on noise. Pre-activation batch norm (ResNet50V2:
+    # 2.6 steps on average, 8 at most) runs as int8 MUL and ADD, whose per-tensor int8
+    # multiplier and extra rounding Keras does not model; the others stay within one step.
+    assert report.mean_logit_difference <= 4 * report.output_step, report
 
 
 def test_covered_model_saves_and_loads(tmp_path, images):

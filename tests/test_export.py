@@ -27,7 +27,8 @@ def test_export_is_fully_integer_with_exact_levels(images, weight_bits, activati
     tflite = tflite_export.convert(model, [images])
     summary = tflite_export.inspect(tflite)
     assert summary.float_ops == [] and summary.input_dtype == "int8"
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD"} <= set(summary.ops)
+    # per_channel: the dense head is a 1x1 CONV_2D (kquant.pointwise_dense)
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD"} <= set(summary.ops)
     assert "MUL" not in summary.ops  # batch norm folded into the convs
     report = tflite_export.verify(tflite, model, [(images, np.zeros(len(images)))])
     low_bit = {"middle", "depthwise"}

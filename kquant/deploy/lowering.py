@@ -16,12 +16,13 @@ from kquant import graph
 from kquant.backend import QuantizeLayer, keras, tf, tfmot
 from kquant.deploy import ops
 from kquant.folding import FoldedConv2D, FoldedDepthwiseConv2D
+from kquant.pointwise_dense import PointwiseDense
 from kquant.precision import check_deployable
 from kquant.quantizers.base import LowBitQuantizer
 
 _WEIGHT_KINDS = {keras.layers.Conv2D: "conv", keras.layers.DepthwiseConv2D: "depthwise",
                  keras.layers.Dense: "dense", FoldedConv2D: "conv",
-                 FoldedDepthwiseConv2D: "depthwise"}
+                 FoldedDepthwiseConv2D: "depthwise", PointwiseDense: "conv"}
 
 
 def _round_half_away(x):
@@ -116,7 +117,12 @@ class _Lowering:
         quantizer = quantizers[0] if quantizers else None
         variables = getattr(wrapper, "_output_quantizer_vars", None)
         if type(inner) in _WEIGHT_KINDS:
-            self.values[name] = self.weights(wrapper, sources[0])
+            source = sources[0]
+            if isinstance(inner, PointwiseDense):  # RESHAPE to [1, 1, inputs], then CONV_2D
+                self.ops.append(ops.ReshapeOp(f"{name}/map", source, (1, 1, inner.kernel.shape[2])))
+                self.values[f"{name}/map"] = self.materialized(inner, source)
+                source = f"{name}/map"
+            self.values[name] = self.weights(wrapper, source)
         elif isinstance(inner, keras.layers.BatchNormalization):
             self.values[name] = self.fold_batch_norm(inner, self.values[sources[0]])
         elif graph.is_activation_layer(inner) or graph.activation_name(inner) == "linear":

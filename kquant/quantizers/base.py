@@ -157,7 +157,8 @@ class LowBitWeightQuantizer(LowBitQuantizer):
     output channel, with the quantized weight equal to codes * step. Depthwise kernels
     [h, w, c, m] are viewed per output channel (input channel times depth multiplier). Dense
     kernels always use per-layer statistics: TF 2.21's converter cannot export a
-    per-output-unit grid on FULLY_CONNECTED.
+    per-output-unit grid on FULLY_CONNECTED (`per_channel` recipes turn Dense layers into
+    `kquant.pointwise_dense.PointwiseDense`, a 1x1 convolution, which is per channel).
 
     In a layer with a folded batch norm (`kquant.folding`) it quantizes the folded kernel
     `fold(kernel)`, the one TFLite stores; its grid describes that kernel.

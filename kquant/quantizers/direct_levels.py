@@ -54,7 +54,8 @@ class DirectLevelsWeightQuantizer(LowBitWeightQuantizer):
     levels, at most 2^b int8 values per channel. Levels start from k-means (Lloyd's algorithm
     from quantiles) or quantiles of the kernel at `initialize` (`kquant.quantize_model` calls
     it with the float weights). `symmetric` keeps v = -reverse(v). Dense kernels always share
-    one level vector (see `LowBitWeightQuantizer`). The number of levels is fixed when the
+    one level vector (see `LowBitWeightQuantizer`; per-channel recipes compute Dense layers
+    as 1x1 convolutions, which have one per unit). The number of levels is fixed when the
     model is built, so callbacks cannot change this quantizer's bit-width.
 
     Args:
