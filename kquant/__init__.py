@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Recipe", "StopOnNonFinite", "calibrate_ranges", "compile_classifier", "cosine_sgd",
            "custom_objects", "deploy", "describe", "describe_layers", "initialize_weight_quantizers",
-           "load_dataset", "load_model", "losses", "models", "plot_grids", "precision", "quantize_model",
-           "quantize_scope", "quantizers", "summary", "techniques"]
+           "load_dataset", "load_model", "losses", "models", "plot_grids", "precision",
+           "quantize_model", "quantize_scope", "quantizers", "summary", "techniques"]

@@ -10,8 +10,8 @@ from kquant import eight_bit
 from kquant.backend import keras, tfmot
 from kquant.eight_bit import eight_bit_output_quantizer
 from kquant.folding import FoldedConv2D, FoldedDepthwiseConv2D
-from kquant.pointwise_dense import PointwiseDense
 from kquant.graph import ACTIVATIONS, activation_name, is_activation_layer, producers
+from kquant.pointwise_dense import PointwiseDense
 from kquant.serialization import serializable
 
 WEIGHT_LAYERS = {keras.layers.Conv2D: "kernel", keras.layers.Dense: "kernel",

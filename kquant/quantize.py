@@ -1,12 +1,12 @@
 """quantize_model: a float Keras model in, a TF-MOT quantization-aware model out."""
 from kquant import configs, folding, graph
-from kquant.pointwise_dense import pointwise_dense
-from kquant.split_activations import split_activations
 from kquant.backend import QuantizeLayer, default_8bit_transforms, keras, model_transformer, tfmot
+from kquant.pointwise_dense import pointwise_dense
 from kquant.quantizers.model_states import quantizer_states
 from kquant.recipe import Recipe
 from kquant.replicas import InputRangeQuantizer
 from kquant.serialization import quantize_scope, serializable
+from kquant.split_activations import split_activations
 
 _tfmot_keras = tfmot.quantization.keras
 

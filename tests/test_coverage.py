@@ -122,7 +122,8 @@ def test_describe_names_every_layers_choice_and_why(images):
     assert rows["excite"]["output"] == "8-bit learned range"
     assert "Multiply" in rows["excite"]["why"]
     assert rows["squeeze_reshape"]["output"] == "-" and "pass-through" in rows["squeeze_reshape"]["why"]
-    assert len(rows) == len(squeeze_excite().layers) - 1 + 1  # no input layer; the split gate
+    # Every layer but the input, plus the gate's split-off sigmoid.
+    assert len(rows) == len(squeeze_excite().layers)
 
 
 # ResNet50 (V1) adds no pattern ResNet-20 and these lack, at 23M parameters: left out.

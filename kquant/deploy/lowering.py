@@ -45,9 +45,10 @@ def fake_quant_quantization(low, high):
 
 
 def output_quantization(quantizer, variables):
-    """The int8 quantization of a requantization point: a kquant quantizer's grid, or the
-    8-bit range (min_var, max_var) of TF-MOT's data-calibrated quantizers."""
-    if isinstance(quantizer, LowBitQuantizer):
+    """The int8 quantization of a requantization point: the range a quantizer states
+    (`requantization_range`: kquant's grids, fixed kernel ranges), or the 8-bit range
+    (min_var, max_var) of TF-MOT's data-calibrated quantizers."""
+    if hasattr(quantizer, "requantization_range"):
         return fake_quant_quantization(*quantizer.requantization_range(variables))
     return fake_quant_quantization(variables["min_var"].numpy(), variables["max_var"].numpy())
 
