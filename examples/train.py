@@ -53,6 +53,10 @@ flags.DEFINE_string("export_dir", "exports", "Folder for the TFLite model; empty
 flags.DEFINE_enum("runtime", "xnnpack", sorted(kquant.deploy.RUNTIMES), "Where the TFLite model "
                   "will run: LiteRT with XNNPACK (phones, desktops), LiteRT's built-in kernels, "
                   "or TFLite Micro; verify compares it with kquant's integer-exact mode there.")
+flags.DEFINE_enum("weight_storage", "int8", list(kquant.deploy.WEIGHT_STORAGES),
+                  "How the TFLite file stores low-bit weights: int8, packed int4 (layers of at "
+                  "most 4 bits), int2 (also dense layers of at most 2 bits; LiteRT only) or "
+                  "auto (int4 wherever the grid fits).")
 flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("technique", "none", "Training technique(s), joined with '+', from "
@@ -99,9 +103,11 @@ def check_flags_take_effect(quantized):
     idle = {"weight_quantizer": not quantized, "activation_quantizer": not quantized,
             "per_channel": not quantized, "fold_batch_norm": not quantized,
             "calibrate_ranges": not FLAGS.init_from, "float_reference": bool(FLAGS.init_from),
-            "runtime": not FLAGS.export_dir}
+            "runtime": not FLAGS.export_dir,
+            "weight_storage": not FLAGS.export_dir or not quantized}
     why = {"calibrate_ranges": "it needs --init_from", "float_reference": "--init_from skips it",
-           "runtime": "--export_dir is empty, so nothing is exported"}
+           "runtime": "--export_dir is empty, so nothing is exported",
+           "weight_storage": "nothing quantized is exported"}
     unused = [f"--{name}: {why.get(name, 'the model is float, bits 32')}"
               for name, is_idle in idle.items() if is_idle and FLAGS[name].present]
     if unused:
@@ -206,8 +212,9 @@ def main(argv):
         import tflite_export
 
         representative = data.train.unbatch().batch(1).take(200)
-        tflite_bytes = (tflite_export.convert(model, representative) if quantized
-                        else tflite_export.convert_float(model))
+        tflite_bytes = (tflite_export.convert(model, representative,
+                                              weight_storage=FLAGS.weight_storage)
+                        if quantized else tflite_export.convert_float(model))
         os.makedirs(FLAGS.export_dir, exist_ok=True)
         path = new_path(os.path.join(FLAGS.export_dir, f"{FLAGS.model}_w{FLAGS.weight_bits}"
                                      f"a{FLAGS.activation_bits}_{FLAGS.technique}.tflite"))
@@ -218,6 +225,7 @@ def main(argv):
         if report.exact_agreement is not None:
             record.update(runtime=FLAGS.runtime, exact_agreement=round(report.exact_agreement, 4))
         record.update(tflite_path=path, tflite_bytes=len(tflite_bytes),
+                      weight_storage=FLAGS.weight_storage if quantized else "float32",
                       tflite_top1=round(report.tflite_accuracy, 4), agreement=round(report.agreement, 4),
                       float_tflite_bytes=len(tflite_export.convert_float(float_model)))
     print("RESULT " + json.dumps(record))

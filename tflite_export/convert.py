@@ -2,9 +2,11 @@
 import numpy as np
 
 from kquant.backend import tf
+from kquant.deploy import storage
 from kquant.precision import check_deployable
 from kquant.quiet import captured_stderr
 from kquant.quantizers import export_mode
+from tflite_export.packing import pack_weights
 
 
 def representative_examples(data, limit=200):
@@ -74,17 +76,27 @@ def int8_converter(model, representative_data, max_examples=200):
     return converter
 
 
-def convert(model, representative_data, max_examples=200):
+def convert(model, representative_data, max_examples=200, weight_storage="int8"):
     """Converts a kquant model to a TFLite model with int8 inputs, outputs, weights and activations.
 
     Every quantizer's own grid (FakeQuant ranges) decides the integer scales; the representative
     data only calibrates what has no grid of its own. Batch norm is folded into the conv weights.
+
+    Low-bit weights may be stored packed (`kquant.deploy.storage`): two 4-bit or four 2-bit
+    codes per byte, each output channel's codes divided by their common factor (which moves
+    into the scale) and the bias rounded at that coarser scale. LiteRT's built-in kernels and
+    TFLite Micro run INT4 convolutions; XNNPACK leaves them to the built-in kernels (its
+    integer-exact mode follows) and takes INT4 and INT2 FULLY_CONNECTED itself.
 
     Args:
         model: a kquant model (from `kquant.quantize_model`), every quantizer switched on.
         representative_data: a `tf.data.Dataset` (or iterable) of image batches or
             (images, labels) batches.
         max_examples: how many examples to calibrate with.
+        weight_storage: "int8" (every filter int8), "int4" (filters of layers with at most
+            4-bit weights packed as INT4), "int2" (as "int4", and dense layers with at most
+            2-bit weights as INT2, which only LiteRT runs, not TFLite Micro) or "auto" (INT4
+            wherever a layer's grid fits, int8 elsewhere).
 
     Returns:
         The TFLite flatbuffer as bytes.
@@ -92,13 +104,16 @@ def convert(model, representative_data, max_examples=200):
     Raises:
         ValueError: if a quantizer is switched off or at another bit-width than it deploys at
             (the model would not be the one trained to be deployed), the model has no kquant
-            quantizers, or the representative data is empty or not finite.
+            quantizers, the representative data is empty or not finite, `weight_storage` is
+            unknown, or a layer's grid does not fit the storage asked for (named).
     """
     check_deployable(model, "convert")
+    storages = storage.plan(model, weight_storage, "convert")
     with export_mode():
         converter = int8_converter(model, representative_data, max_examples)
         with captured_stderr():  # the converter's status lines; replayed if it fails
-            return converter.convert()
+            blob = converter.convert()
+    return pack_weights(blob, storages) if weight_storage != "int8" else blob
 
 
 def convert_float(model):

@@ -57,7 +57,8 @@ def _match(program, ops, input_index, sizes):
         for candidate in ops:
             if candidate["op_name"] != op.tflite_op or candidate["index"] in taken:
                 continue
-            if codes is not None and codes.size not in [sizes[t] for t in candidate["inputs"]]:
+            if codes is not None and codes.size not in [sizes[t] for t in candidate["inputs"]
+                                                        if t >= 0]:  # -1: no bias
                 continue
             inputs = [next((t for t in option if t in candidate["inputs"]), None)
                       for option in options]

@@ -4,11 +4,11 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from kquant.deploy import integer_outputs, lowering
+from kquant.deploy import integer_outputs, lowering, storage
 from kquant.deploy.integer_model import int8_input
 from kquant.deploy.ops import Quantization
 from kquant.quantizers import quantizer_states
-from tflite_export.inspect import inspect, keras_layer_names
+from tflite_export.inspect import inspect, keras_layer_names, weight_storage
 from tflite_export.layerwise import layer_differences
 from tflite_export.runtime import int8_outputs, make_interpreter, model_bytes
 
@@ -28,8 +28,9 @@ class VerificationReport:
         keras_accuracy, tflite_accuracy: top-1 accuracy of each (None without labels).
         weight_levels: layer -> (largest distinct int8 values in one channel, levels its
             quantizer allows).
-        weight_codes_match: layer -> whether the int8 weights equal the Keras integer codes
-            (up to a per-channel sign that folding a negative batch-norm scale introduces).
+        weight_codes_match: layer -> whether the stored weights equal the Keras integer codes
+            (divided by their common factor where packed, `kquant.deploy.storage`; up to a
+            per-channel sign that folding a negative batch-norm scale introduces).
         activation_levels: layer -> (distinct int8 values seen at its output, levels its
             quantizer allows).
         float_ops: TFLite ops that still compute in float (empty for a fully integer model).
@@ -179,10 +180,12 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
                 seen[layer].update(np.unique(interpreter.get_tensor(index)).tolist())
     summary = inspect(tflite_bytes)
     weights = {s.layer: s for s in states if s.role == "weight"}
-    keras_codes = {layer: s.quantizer.codes_and_step(s.quantizer.fold(s.kernel), s.variables)[0].numpy()
-                   for layer, s in weights.items()}
+    stored = storage.plan(model, summary.weight_storage, "verify")
+    keras_codes = {layer: s.quantizer.codes_and_step(s.quantizer.fold(s.kernel), s.variables)[0]
+                   .numpy() / stored[layer].factors for layer, s in weights.items()}
     agree = np.argmax(keras_logits, 1) == np.argmax(tflite_logits, 1)
-    exact = _exact_comparison(tflite_bytes, model, images, runtime, layer_examples) if int8 else \
+    exact = _exact_comparison(tflite_bytes, model, images, runtime, layer_examples,
+                              summary.weight_storage) if int8 else \
         {"exact_error": "the TFLite model's input is not int8"}
     return VerificationReport(
         examples=len(images),
@@ -212,19 +215,22 @@ def exact_agreement(tflite_bytes, model, data, runtime, max_examples=10_000):
     """
     tflite_bytes = model_bytes(tflite_bytes, "exact_agreement")
     images, _ = _examples(data, max_examples)
-    quant = lowering.lower(model).input_quant
+    stored = weight_storage(tflite_bytes)
+    quant = lowering.lower(model, stored).input_quant
     int8_images = int8_input(model, quant, images).numpy()
-    return _exact_comparison(tflite_bytes, model, int8_images, runtime, 0)["exact_agreement"]
+    return _exact_comparison(tflite_bytes, model, int8_images, runtime, 0,
+                             stored)["exact_agreement"]
 
 
-def _exact_comparison(tflite_bytes, model, int8_images, runtime, layer_examples):
-    """The `VerificationReport` fields of the comparison with the integer-exact mode."""
+def _exact_comparison(tflite_bytes, model, int8_images, runtime, layer_examples, stored):
+    """The `VerificationReport` fields of the comparison with the integer-exact mode, for
+    weights stored as `stored` ({layer: "int8" | "int4" | "int2"})."""
     try:
-        program = lowering.lower(model)
+        program = lowering.lower(model, stored)
     except ValueError as error:
         return {"exact_error": str(error)}
     deployed = int8_outputs(tflite_bytes, int8_images, runtime)
-    exact = integer_outputs(model, int8_images, runtime, int8_images=True)
+    exact = integer_outputs(model, int8_images, runtime, int8_images=True, weight_storage=stored)
     layers = ({} if runtime == "micro" or not layer_examples else
               layer_differences(tflite_bytes, program, int8_images[:layer_examples], runtime))
     return {"exact_agreement": float(np.mean(np.all(

@@ -1,5 +1,6 @@
 """What the deployed integer model computes, computed in Keras before export, per runtime."""
 from kquant.deploy.integer_model import integer_model, integer_outputs
 from kquant.deploy.runtimes import RUNTIMES
+from kquant.deploy.storage import WEIGHT_STORAGES
 
-__all__ = ["RUNTIMES", "integer_model", "integer_outputs"]
+__all__ = ["RUNTIMES", "WEIGHT_STORAGES", "integer_model", "integer_outputs"]

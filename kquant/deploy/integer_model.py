@@ -54,7 +54,7 @@ class IntegerInference(keras.layers.Layer):
         return (tf.cast(q, tf.float32) - quant.zero_point) * quant.scale
 
 
-def integer_model(model, runtime="xnnpack", dequantize=True):
+def integer_model(model, runtime="xnnpack", dequantize=True, weight_storage="int8"):
     """A Keras model computing, bit for bit, what `model`'s int8 TFLite export computes.
 
     Batch norm is folded into per-channel weight scales and an int32 bias, accumulation is
@@ -69,22 +69,26 @@ def integer_model(model, runtime="xnnpack", dequantize=True):
             Micro, on microcontrollers).
         dequantize: output float values (scale * (q - zero point), what `evaluate`'s
             accuracy needs) or the int8 values themselves.
+        weight_storage: the `weight_storage` the model is exported with
+            (`tflite_export.convert`): "int8", "int4", "int2" or "auto".
 
     Returns:
         A Keras model taking the float images `model` takes; compile it to `evaluate`.
 
     Raises:
-        ValueError: for an unknown runtime, a model that is not deployable as it stands, or a
-            layer without an integer-exact lowering (named).
+        ValueError: for an unknown runtime, a model that is not deployable as it stands, a
+            layer without an integer-exact lowering (named), or weights that cannot be
+            stored as asked.
     """
     chosen = runtimes.get(runtime)
-    program = lowering.lower(model)
+    program = lowering.lower(model, weight_storage)
     inputs = keras.Input(model.input_shape[1:])
     outputs = IntegerInference(model, program, chosen, dequantize, name="integer_inference")(inputs)
     return keras.Model(inputs, outputs, name=f"{model.name}_integer_{runtime}")
 
 
-def integer_outputs(model, images, runtime="xnnpack", batch_size=256, int8_images=False):
+def integer_outputs(model, images, runtime="xnnpack", batch_size=256, int8_images=False,
+                    weight_storage="int8"):
     """The deployed model's int8 outputs, computed by kquant (see `integer_model`).
 
     Args:
@@ -93,12 +97,14 @@ def integer_outputs(model, images, runtime="xnnpack", batch_size=256, int8_image
         runtime: "xnnpack", "builtin" or "micro".
         batch_size: images per batch.
         int8_images: `images` are already the int8 input (`int8_input`).
+        weight_storage: as in `integer_model`, or {layer: storage} as a file holds them.
 
     Returns:
         An int8 numpy array.
     """
     chosen = runtimes.get(runtime)
-    program = lowering.lower(model)
+    program = lowering.lower(model, weight_storage)
+
     def run(batch):
         return program.run(batch, chosen)
 

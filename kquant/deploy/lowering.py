@@ -14,7 +14,7 @@ import numpy as np
 
 from kquant import graph
 from kquant.backend import QuantizeLayer, keras, tf, tfmot
-from kquant.deploy import ops
+from kquant.deploy import ops, storage
 from kquant.folding import FoldedConv2D, FoldedDepthwiseConv2D
 from kquant.pointwise_dense import PointwiseDense
 from kquant.precision import check_deployable
@@ -64,6 +64,7 @@ class _PendingWeights:
     scales: np.ndarray  # float64 per output channel, as the converter holds them before storing
     bias: np.ndarray  # float32 per output channel
     layer: keras.layers.Layer
+    stored: storage.LayerStorage
 
 
 @dataclasses.dataclass
@@ -73,8 +74,9 @@ class _PendingAdd:
 
 
 class _Lowering:
-    def __init__(self, model):
+    def __init__(self, model, weight_storage):
         self.model = model
+        self.storages = storage.plan(model, weight_storage, "integer_model")
         self.ops = []
         self.values = {}  # Keras layer name -> Quantization of its int8 tensor, or a pending op
         self.aliases = {}  # layer name -> the op output it stands for (Dropout)
@@ -226,7 +228,7 @@ class _Lowering:
             bias = np.zeros(channels)
         return _PendingWeights(_WEIGHT_KINDS[type(inner)], source,
                                self.materialized(inner, source), codes, scales,
-                               bias.astype(np.float32), inner)
+                               bias.astype(np.float32), inner, self.storages[inner.name])
 
     def fold_batch_norm(self, layer, pending):
         if not isinstance(pending, _PendingWeights):
@@ -262,7 +264,11 @@ class _Lowering:
             accumulator_scale = np.float64(pending.input_quant.scale) * pending.scales
             # The converter folds a quantizer's input shift into the bias, in float32.
             bias = _round_half_away((pending.bias + shift).astype(np.float64) / accumulator_scale)
-            codes = pending.codes
+            codes, scales = pending.codes, pending.scales.astype(np.float32)
+            if pending.stored.storage != "int8":  # the packed form (`kquant.deploy.storage`)
+                factors = pending.stored.factors
+                codes, scales = codes / factors, storage.rescale(scales, factors)
+                bias = storage.rescale_bias(bias, factors)
             if pending.kind == "depthwise":
                 codes = codes.reshape(pending.layer.depthwise_kernel.shape)
             layer_args = {}
@@ -271,9 +277,9 @@ class _Lowering:
                                   padding=pending.layer.padding.upper(),
                                   dilations=tuple(pending.layer.dilation_rate))
             self.ops.append(ops.WeightOp(
-                requantized, pending.source, pending.kind, codes,
-                pending.scales.astype(np.float32), bias.astype(np.int64), pending.input_quant,
-                out, (low, high), **layer_args))
+                requantized, pending.source, pending.kind, codes, scales, bias.astype(np.int64),
+                pending.input_quant, out, (low, high), storage=pending.stored.storage,
+                **layer_args))
         elif isinstance(pending, _PendingAdd):
             self.ops.append(ops.AddOp(requantized, pending.sources, pending.input_quants, out,
                                       (low, high)))
@@ -304,19 +310,21 @@ def _constant(value):
     return int(np.clip(code + quant.zero_point, ops.INT8_MIN, ops.INT8_MAX)), quant
 
 
-def lower(model) -> ops.Program:
+def lower(model, weight_storage="int8") -> ops.Program:
     """Lowers a kquant model to the integer ops its TFLite export runs.
 
     Args:
         model: a kquant model (from `kquant.quantize_model`), every quantizer switched on at
             its deployed bit-width.
+        weight_storage: how the file stores the weights (`kquant.deploy.storage.plan`):
+            "int8", "int4", "int2", "auto", or {layer name: "int8" | "int4" | "int2"}.
 
     Returns:
         An `ops.Program`.
 
     Raises:
-        ValueError: for a model that is not deployable as it stands, or a layer without an
-            integer-exact lowering (named).
+        ValueError: for a model that is not deployable as it stands, a layer without an
+            integer-exact lowering (named), or weights that cannot be stored as asked.
     """
     check_deployable(model, "integer_model")
-    return _Lowering(model).lower()
+    return _Lowering(model, weight_storage).lower()

@@ -40,6 +40,8 @@ class WeightOp:
         bias: int32 bias per output channel at input scale x weight scale.
         strides, padding, dilations: of the convolution.
         clamp: (low, high) int8 bounds of the fused activation.
+        storage: how the file stores `codes`: "int8", or packed "int4" / "int2" (some
+            runtimes hand packed filters to other kernels, see `kquant.deploy.runtimes`).
     """
 
     tflite_op = property(lambda self: _WEIGHT_OPS[self.kind])
@@ -56,8 +58,10 @@ class WeightOp:
     strides: Sequence[int] = (1, 1)
     padding: str = "VALID"
     dilations: Sequence[int] = (1, 1)
+    storage: str = "int8"
 
     def run(self, values, runtime):
+        runtime = runtime.weight_kernels(self.tflite_op, self.storage)
         x = tf.cast(values[self.source] - self.input_quant.zero_point, tf.float64)
         w = tf.constant(self.codes, tf.float64)
         if self.kind == "conv":

@@ -34,6 +34,13 @@ class XNNPACK:
     """
 
     name = "xnnpack"
+    # Filters XNNPACK leaves to LiteRT's built-in kernels: (op, storage).
+    _NOT_DELEGATED = {("CONV_2D", "int4"), ("DEPTHWISE_CONV_2D", "int4"),
+                      ("FULLY_CONNECTED", "int2")}
+
+    def weight_kernels(self, tflite_op, storage):
+        """The runtime whose kernels compute a weight op with filters stored as `storage`."""
+        return RUNTIMES["builtin"] if (tflite_op, storage) in self._NOT_DELEGATED else self
 
     def requantize(self, acc, input_scale, weight_scales, out_quant):
         scale = (_f32(input_scale) * np.asarray(weight_scales, np.float32)) / _f32(out_quant.scale)
@@ -77,6 +84,11 @@ class MicroKernels:
 
     name = "micro"
     _weight_rounding = staticmethod(fixed_point.multiply_by_quantized_multiplier)
+
+    def weight_kernels(self, tflite_op, storage):
+        """Every filter storage runs on these same kernels."""
+        del tflite_op, storage
+        return self
 
     def requantize(self, acc, input_scale, weight_scales, out_quant):
         reals = (np.float64(_f32(input_scale)) * np.asarray(weight_scales, np.float32).astype(
