@@ -34,9 +34,11 @@ class StepTimer(keras.callbacks.Callback):
         return self.batch_size / float(np.median(self.durations))
 
 
-def tflite_latency(tflite_bytes, input_shape, threads, runs=200):
-    """Median seconds per batch-1 inference of a TFLite model with `threads` CPU threads."""
-    interpreter = tflite_export.make_interpreter(tflite_bytes, num_threads=threads)
+def tflite_latency(tflite_bytes, input_shape, threads, runs=200, runtime="xnnpack"):
+    """Median seconds per batch-1 inference of a TFLite model with `threads` CPU threads on
+    `runtime` ("xnnpack" or "builtin", see `tflite_export.make_interpreter`)."""
+    interpreter = tflite_export.make_interpreter(tflite_bytes, num_threads=threads,
+                                                 runtime=runtime)
     detail = interpreter.get_input_details()[0]
     example = np.zeros((1, *input_shape), dtype=detail["dtype"])
     times = []

@@ -35,3 +35,5 @@ def test_per_channel_dense_exports_one_step_per_output_unit(bits, random_images)
     summary = tflite_export.inspect(tflite)
     assert "FULLY_CONNECTED" not in summary.ops
     assert summary.weight_codes["logits"].shape[-1] == 10
+    # The integer-exact outputs come in the model's shape, not the 1x1 conv's [1, 1, units].
+    assert kquant.deploy.integer_outputs(model, random_images).shape == (len(random_images), 10)

@@ -111,7 +111,8 @@ class _Lowering:
             self.lower_wrapped(layer)
         last = self.resolve(self.model.layers[-1].name)
         output = self.materialized(self.model.layers[-1], last)
-        return ops.Program(self.input_name, self.input_quant, self.ops, last, output)
+        return ops.Program(self.input_name, self.input_quant, self.ops, last, output,
+                           self.model.output_shape[1:])
 
     def lower_wrapped(self, wrapper):
         inner, name = wrapper.layer, wrapper.name

@@ -240,6 +240,8 @@ class Program:
         input_name: the name the int8 input goes by.
         ops: the ops.
         output_name, output_quant: the int8 output and its quantization.
+        output_shape: the Keras model's output shape without the batch (a per-channel Dense
+            head computes [1, 1, units]).
     """
 
     input_name: str
@@ -247,10 +249,11 @@ class Program:
     ops: list
     output_name: str
     output_quant: Quantization
+    output_shape: Sequence[int]
 
     def run(self, int8_images, runtime):
         """Runs the ops on int8 images (any integer dtype); returns the int8 output as int64."""
         values = {self.input_name: tf.cast(int8_images, tf.int64)}
         for op in self.ops:
             values[op.name] = op.run(values, runtime)
-        return values[self.output_name]
+        return tf.reshape(values[self.output_name], [-1, *self.output_shape])
