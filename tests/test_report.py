@@ -21,7 +21,7 @@ def test_report_keeps_step_times_apart_and_compares_with_plain_qat(tmp_path):
     write(tmp_path / report.STEP_TIME_FILE, [dict(suite="s", method="direct-levels", weight_bits=2,
                                                   step_time_vs_plain_qat=1.25)])
     rows = report.load(str(tmp_path))["s"]
-    timed = report.load(str(tmp_path), step_times=True)["s"]
+    timed = report.load(str(tmp_path), report.STEP_TIME_FILE)["s"]
     assert len(rows) == 7 and len(timed) == 1
     lines = report.against_plain_qat(rows, timed)
     assert len(lines) == 5  # neither plain QAT itself nor the peer
@@ -132,3 +132,24 @@ def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
     assert "drop 2.50 <= 3: yes" in lines[0] and "drop 0.60 <= 0.5: NO" in lines[1]
     [line] = [l for l in report.best_at_each_bit_width(rows, []) if l.startswith("| W2A2")]
     assert "| 88.50 | +2.50 |" in line
+
+
+def test_weight_storage_rows_stay_apart_and_say_whether_the_size_goal_is_met(tmp_path):
+    row = dict(suite="s", model="resnet20", method="lsq", weight_bits=4, activation_bits=4,
+               train_steps=10, layers_stored={"int4": 19, "int8": 2}, tflite_top1=0.5,
+               outputs_identical_to_int8=0.9, top1_agreement_with_int8=0.99,
+               agreement_exact_xnnpack=1.0, xnnpack_partitions=3,
+               **{f"latency_{kind}_{p}": 1.0 for kind in ("ms", "vs_int8", "vs_float")
+                  for p in ("xnnpack", "builtin")})
+    write(tmp_path / "s.jsonl", [dict(suite="s", method="float", weight_bits=32,
+                                      activation_bits=32, keras_top1=0.9)])
+    write(tmp_path / report.STORAGE_FILE, [
+        dict(row, weight_storage="int4", tflite_bytes=100, size_ratio=6.5),
+        dict(row, weight_storage="int8", tflite_bytes=300, size_ratio=3.5),
+        dict(suite="s", model="resnet20", method="dorefa", weight_bits=4, activation_bits=4,
+             weight_storage="int4", unavailable="codes span -15..15")])
+    assert len(report.load(str(tmp_path))["s"]) == 1  # the storage records are not accuracy rows
+    lines = report.weight_storage(report.load(str(tmp_path), report.STORAGE_FILE)["s"])
+    assert "6.50x (goal 6x: yes)" in lines[0] and "19 int4" in lines[0]
+    assert "3.50x (goal 6x: NO)" in lines[1]
+    assert "not stored: codes span -15..15" in lines[2]
