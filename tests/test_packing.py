@@ -28,9 +28,9 @@ def test_pack_then_unpack_gives_back_every_value(kind, bits):
 
 
 def test_bias_rescaled_rounds_half_away_from_zero():
-    bias = np.array([85, -85, 63, -63, 62, 20, 0])
-    np.testing.assert_array_equal(storage.rescale_bias(bias, np.full(7, 42)),
-                                  [2, -2, 2, -2, 1, 0, 0])
+    stored = storage.LayerStorage("int4", np.full(7, 42), np.full(7, 2))
+    bias = np.array([85, -85, 63, -63, 62, 10, 0])  # times 2 / 42
+    np.testing.assert_array_equal(stored.bias(bias), [4, -4, 3, -3, 3, 0, 0])
 
 
 def test_common_factor_is_per_channel_or_per_tensor():
@@ -38,6 +38,22 @@ def test_common_factor_is_per_channel_or_per_tensor():
     np.testing.assert_array_equal(storage.common_factors(codes, per_tensor=False), [42, 15])
     np.testing.assert_array_equal(storage.common_factors(codes, per_tensor=True), [3, 3])
     np.testing.assert_array_equal(storage.common_factors(np.zeros((3, 2)), False), [1, 1])
+
+
+@pytest.mark.parametrize("int8_codes, kind, stored", [
+    ([-126, -42, 42, 126], "int4", [-6, -2, 2, 6]),   # 2-bit DoReFa: 42 x odd codes, doubled
+    ([-126, -63, 0, 63], "int4", [-8, -4, 0, 4]),     # 2-bit LSQ: 63 x [-2, 1], times 4
+    ([-127, 0, 127], "int4", [-7, 0, 7]),             # ternary
+    ([-127, 0, 127], "int2", [-1, 0, 1]),
+    ([-120, -15, 105], "int4", [-8, -1, 7])])         # 4-bit LSQ fills INT4 already
+def test_stored_codes_spread_over_the_storage_range(int8_codes, kind, stored):
+    codes = np.array(int8_codes)[:, None]
+    plan = storage.layer_storage("layer", None, 4, codes, {"layer": kind})
+    np.testing.assert_array_equal(plan.codes(codes)[:, 0], stored)
+    scale = np.float32(0.01)
+    # The real weights are unchanged: code x scale, up to float32 rounding of the scale.
+    np.testing.assert_allclose(plan.codes(codes)[:, 0] * plan.scales([scale])[0],
+                               np.array(int8_codes) * scale, rtol=1e-6)
 
 
 def _model(bits, weight_quantizer="lsq"):
@@ -84,10 +100,10 @@ def test_packed_file_holds_the_trained_levels_and_computes_exactly(bits, weight_
         assert low <= codes.min() and codes.max() <= high
         # Unpacked and times the channel's factor: the Keras codes (up to a folded sign).
         flat = codes.reshape(-1, codes.shape[-1])
-        expected = (keras_codes / plan[state.layer].factors).reshape(flat.shape)
+        expected = plan[state.layer].codes(keras_codes).reshape(flat.shape)
         assert np.all((flat == expected).all(0) | (flat == -expected).all(0)), state.layer
     # The twin: the same coarse codes stored as int8. Packing changes no output there.
-    twin = pack_weights(blob8, {layer: storage.LayerStorage("int8", s.factors)
+    twin = pack_weights(blob8, {layer: storage.LayerStorage("int8", s.divisors, s.multipliers)
                                 for layer, s in plan.items()})
     x8 = int8_input(model, lowering.lower(model).input_quant, images).numpy()
     runtimes = ["xnnpack", "builtin"] + (["micro"] if weight_storage == "int4" else [])

@@ -11,12 +11,6 @@ from kquant.deploy import storage
 from tflite_export.inspect import TENSOR_TYPES, weight_tensors
 
 
-def _channel_shape(weight):
-    shape = [1] * len(weight.shape)
-    shape[weight.quantization.quantizedDimension] = -1
-    return shape
-
-
 def pack_weights(tflite_bytes, storages):
     """Stores each planned layer's filter packed, with its scales and bias rescaled.
 
@@ -28,35 +22,34 @@ def pack_weights(tflite_bytes, storages):
         The rewritten flatbuffer as bytes.
 
     Raises:
-        ValueError: if a filter's int8 codes are not the multiples of the planned factors
-            (the file was not exported from this model).
+        ValueError: if a filter's int8 codes are not multiples of the planned divisors (the
+            file was not exported from this model).
     """
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
     for _, weight, bias, layer in weight_tensors(model):
         planned = storages.get(layer)
-        if planned is None or (planned.storage == "int8" and np.all(planned.factors == 1)):
+        if planned is None or (planned.storage == "int8" and np.all(planned.divisors == 1)
+                               and np.all(planned.multipliers == 1)):
             continue
         buffer = model.buffers[weight.buffer]
-        codes = np.frombuffer(bytes(buffer.data), np.int8).reshape(weight.shape)
-        per_tensor = len(weight.quantization.scale) == 1
-        factors = planned.factors[:1] if per_tensor else planned.factors
-        divisor = factors.reshape(_channel_shape(weight)) if not per_tensor else factors[0]
-        if np.any(codes.astype(np.int64) % divisor):
+        codes = np.frombuffer(bytes(buffer.data), np.int8).reshape(weight.shape).astype(np.int64)
+        axis = weight.quantization.quantizedDimension
+        divisors = planned.divisors if len(weight.quantization.scale) > 1 else planned.divisors[:1]
+        shape = [1] * codes.ndim
+        shape[axis] = -1
+        if np.any(codes % divisors.reshape(shape)):
             raise ValueError(f"pack_weights: the int8 filter of layer {layer!r} is not a "
-                             "multiple of the planned factors; was it exported from this model?")
-        stored = codes.astype(np.int64) // divisor
-        if planned.storage == "int8":  # the coarse codes unpacked (the packed form's twin)
+                             "multiple of the planned divisors; was it exported from this model?")
+        stored = planned.codes(codes, axis)
+        if planned.storage == "int8":  # the stored codes unpacked (the packed form's twin)
             buffer.data = stored.astype(np.int8).reshape(-1).view(np.uint8)
         else:
             buffer.data = storage.pack(stored, planned.storage)
             weight.type = TENSOR_TYPES[planned.storage]
-        weight.quantization.scale = storage.rescale(weight.quantization.scale, factors).tolist()
+        weight.quantization.scale = planned.scales(weight.quantization.scale).tolist()
         if bias is not None:
             bias_buffer = model.buffers[bias.buffer]
             values = np.frombuffer(bytes(bias_buffer.data), np.int32)
-            bias_buffer.data = storage.rescale_bias(
-                values, np.broadcast_to(factors, values.shape)).astype(np.int32).view(np.uint8)
-            scales = bias.quantization.scale
-            bias.quantization.scale = storage.rescale(
-                scales, np.broadcast_to(factors, values.shape)[:len(scales)]).tolist()
+            bias_buffer.data = planned.bias(values).astype(np.int32).view(np.uint8)
+            bias.quantization.scale = planned.scales(bias.quantization.scale).tolist()
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -181,8 +181,8 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
     summary = inspect(tflite_bytes)
     weights = {s.layer: s for s in states if s.role == "weight"}
     stored = storage.plan(model, summary.weight_storage, "verify")
-    keras_codes = {layer: s.quantizer.codes_and_step(s.quantizer.fold(s.kernel), s.variables)[0]
-                   .numpy() / stored[layer].factors for layer, s in weights.items()}
+    keras_codes = {layer: stored[layer].codes(s.quantizer.codes_and_step(
+        s.quantizer.fold(s.kernel), s.variables)[0].numpy()) for layer, s in weights.items()}
     agree = np.argmax(keras_logits, 1) == np.argmax(tflite_logits, 1)
     exact = _exact_comparison(tflite_bytes, model, images, runtime, layer_examples,
                               summary.weight_storage) if int8 else \

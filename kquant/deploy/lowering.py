@@ -267,9 +267,8 @@ class _Lowering:
             bias = _round_half_away((pending.bias + shift).astype(np.float64) / accumulator_scale)
             codes, scales = pending.codes, pending.scales.astype(np.float32)
             if pending.stored.storage != "int8":  # the packed form (`kquant.deploy.storage`)
-                factors = pending.stored.factors
-                codes, scales = codes / factors, storage.rescale(scales, factors)
-                bias = storage.rescale_bias(bias, factors)
+                stored = pending.stored
+                codes, scales, bias = stored.codes(codes), stored.scales(scales), stored.bias(bias)
             if pending.kind == "depthwise":
                 codes = codes.reshape(pending.layer.depthwise_kernel.shape)
             layer_args = {}

@@ -27,15 +27,46 @@ BITS = {"int8": 8, "int4": 4, "int2": 2}
 
 @dataclasses.dataclass(frozen=True)
 class LayerStorage:
-    """How one layer's weights are stored.
+    """How one layer's weights are stored: per output channel, the file holds the int8 codes
+    divided by `divisors` and spread again by `multipliers` over the storage's range, with
+    the weight scale and the bias changed by the same ratio (all 1 for int8).
 
     Attributes:
         storage: "int8", "int4" or "int2".
-        factors: per output channel, int8 code = factor * stored code (all 1 for int8).
+        divisors: per output channel, the common factor of its int8 codes.
+        multipliers: per output channel, the largest integer the divided codes can be
+            multiplied by and stay in the storage's range: a finer accumulator scale, so the
+            bias rounds finer (2-bit DoReFa's {-3, -1, 1, 3} is stored as {-6, -2, 2, 6}).
     """
 
     storage: str
-    factors: np.ndarray
+    divisors: np.ndarray
+    multipliers: np.ndarray
+
+    def _along(self, values, axis):
+        shape = [1] * np.ndim(values)
+        shape[axis] = -1
+        count = np.shape(values)[axis]
+        return (self.divisors[:count].reshape(shape), self.multipliers[:count].reshape(shape))
+
+    def codes(self, int8_codes, axis=-1):
+        """The integers the file stores for `int8_codes` (output channels along `axis`)."""
+        divisors, multipliers = self._along(int8_codes, axis)
+        return np.rint(int8_codes).astype(np.int64) // divisors * multipliers
+
+    def scales(self, int8_scales):
+        """The float32 weight scales of the stored codes: scale * divisor / multiplier, each
+        step in float32 (one scale for a per-tensor layer)."""
+        divisors, multipliers = self._along(np.asarray(int8_scales), 0)
+        return ((np.asarray(int8_scales, np.float32) * divisors.astype(np.float32))
+                / multipliers.astype(np.float32)).astype(np.float32)
+
+    def bias(self, int8_bias):
+        """The int32 bias at the stored codes' scale: bias * multiplier / divisor, rounded
+        half away from zero (one value per output channel)."""
+        divisors, multipliers = self._along(np.asarray(int8_bias), 0)
+        scaled = 2 * np.abs(np.asarray(int8_bias, np.int64)) * multipliers
+        return np.sign(int8_bias) * ((scaled + divisors) // (2 * divisors))
 
 
 def common_factors(codes, per_tensor):
@@ -46,6 +77,18 @@ def common_factors(codes, per_tensor):
     if per_tensor:
         factors = np.full_like(factors, max(int(np.gcd.reduce(factors)), 1))
     return factors
+
+
+def _multipliers(divided, storage, per_tensor):
+    """Per channel, the largest integer m with m * `divided` (channels last) in the range."""
+    low, high = RANGES[storage]
+    flat = divided.reshape(-1, divided.shape[-1])
+    top, bottom = np.maximum(flat.max(0), 0), np.maximum(-flat.min(0), 0)
+    big = np.iinfo(np.int64).max
+    multipliers = np.maximum(np.minimum(np.where(top > 0, high // np.maximum(top, 1), big),
+                                        np.where(bottom > 0, -low // np.maximum(bottom, 1), big)), 1)
+    multipliers = np.where(multipliers == big, 1, multipliers)
+    return np.full_like(multipliers, multipliers.min()) if per_tensor else multipliers
 
 
 def _fits(stored, storage):
@@ -89,9 +132,12 @@ def layer_storage(layer, kernel_layer, bits, codes, weight_storage, caller="conv
         caller: the public function named in errors.
     """
     dense = isinstance(kernel_layer, keras.layers.Dense)
-    factors = common_factors(codes, per_tensor=dense)
-    storage = _choose(layer, dense, bits, np.rint(codes) / factors, weight_storage, caller)
-    return LayerStorage(storage, factors if storage != "int8" else np.ones_like(factors))
+    divisors = common_factors(codes, per_tensor=dense)
+    divided = np.rint(codes).astype(np.int64) // divisors
+    storage = _choose(layer, dense, bits, divided, weight_storage, caller)
+    if storage == "int8":
+        return LayerStorage(storage, np.ones_like(divisors), np.ones_like(divisors))
+    return LayerStorage(storage, divisors, _multipliers(divided, storage, dense))
 
 
 def _check_weight_storage(weight_storage, caller):
@@ -122,17 +168,6 @@ def plan(model, weight_storage, caller="convert") -> Dict[str, LayerStorage]:
                 wrapper.layer.name, wrapper.layer, quantizer.deploy_bits, codes.numpy(),
                 weight_storage, caller)
     return storages
-
-
-def rescale(scales, factors):
-    """The float32 weight scales of the stored codes: scale x factor, in float32."""
-    return (np.asarray(scales, np.float32) * np.asarray(factors, np.float32)).astype(np.float32)
-
-
-def rescale_bias(bias, factors):
-    """An int32 bias at the coarser scale: bias / factor, rounded half away from zero."""
-    bias, factors = np.asarray(bias, np.int64), np.asarray(factors, np.int64)
-    return np.sign(bias) * ((2 * np.abs(bias) + factors) // (2 * factors))
 
 
 def pack(codes, storage):
