@@ -206,7 +206,7 @@ def weight_storage(rows):
     for r in rows:
         head = f"| {r['method']} | W{r['weight_bits']}A{r['activation_bits']} | {r['weight_storage']} |"
         if r.get("unavailable"):
-            lines.append(head + f" not stored: {r['unavailable']} |" + " |" * 8)
+            lines.append(head + f" not stored: {r['unavailable']} |" + " |" * 7)
             continue
         goal = STORAGE_GOALS.get((r["model"], r["weight_bits"]))
         verdict = "" if goal is None else \
@@ -214,9 +214,10 @@ def weight_storage(rows):
         stored = ", ".join(f"{n} {kind}" for kind, n in sorted(r["layers_stored"].items()))
         latency = [f"{r[f'latency_ms_{p}']:.3f} ms ({r[f'latency_vs_int8_{p}']:.2f}x int8, "
                    f"{r[f'latency_vs_float_{p}']:.2f}x float)" for p in ("xnnpack", "builtin")]
+        same = " / ".join(f"{r[f'outputs_identical_to_int8_{p}']:.4f}, "
+                          f"{r[f'top1_agreement_with_int8_{p}']:.4f}" for p in ("xnnpack", "builtin"))
         lines.append(head + f" {stored} | {r['tflite_bytes']} | {r['size_ratio']:.2f}x{verdict} | "
-                     f"{r['tflite_top1']:.4f} | {r['outputs_identical_to_int8']:.4f} | "
-                     f"{r['top1_agreement_with_int8']:.4f} | {r['agreement_exact_xnnpack']:.4f} | "
+                     f"{r['tflite_top1']:.4f} | {same} | {r['agreement_exact_xnnpack']:.4f} | "
                      f"{latency[0]} | {latency[1]} | {r['xnnpack_partitions']} |")
     return lines
 
