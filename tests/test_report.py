@@ -146,10 +146,12 @@ def test_weight_storage_rows_stay_apart_and_say_whether_the_size_goal_is_met(tmp
     write(tmp_path / report.STORAGE_FILE, [
         dict(row, weight_storage="int4", tflite_bytes=100, size_ratio=6.5),
         dict(row, weight_storage="int8", tflite_bytes=300, size_ratio=3.5),
+        dict(row, weight_storage="auto", tflite_bytes=200, size_ratio=5.5),
         dict(suite="s", model="resnet20", method="dorefa", weight_bits=4, activation_bits=4,
              weight_storage="int4", unavailable="codes span -15..15")])
     assert len(report.load(str(tmp_path))["s"]) == 1  # the storage records are not accuracy rows
     lines = report.weight_storage(report.load(str(tmp_path), report.STORAGE_FILE)["s"])
     assert "6.50x (goal 6x: yes)" in lines[0] and "19 int4" in lines[0]
-    assert "3.50x (goal 6x: NO)" in lines[1]
-    assert "not stored: codes span -15..15" in lines[2]
+    assert "3.50x |" in lines[1]  # the size goal is for packed storage
+    assert "5.50x (goal 6x: NO)" in lines[2]
+    assert "not stored: codes span -15..15" in lines[3] and lines[3].count("|") == lines[0].count("|")
