@@ -7,7 +7,7 @@ from ai_edge_litert.tools import flatbuffer_utils
 import kquant
 import tflite_export
 from conftest import tiny_cnn
-from kquant.backend import tf
+from kquant.backend import tf, tfmot
 from kquant.deploy import integer_outputs, lowering, storage
 from kquant.deploy.integer_model import int8_input
 from kquant.quantizers import quantizer_states
@@ -132,3 +132,13 @@ def test_auto_keeps_what_int4_cannot_hold_and_int4_says_why():
         tflite_export.convert(model, [images], weight_storage="int4")
     with pytest.raises(ValueError, match=r"weight_storage must be one of \['int8', 'int4', "):
         tflite_export.convert(model, [images], weight_storage="int3")
+
+
+def test_verify_reads_a_peer_model_whose_weights_kquant_did_not_quantize():
+    model = tfmot.quantization.keras.quantize_model(tiny_cnn((8, 8, 3)))  # TF-MOT's 8-bit
+    images = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+    model(images, training=True)
+    blob = tflite_export.int8_converter(model, [images]).convert()
+    report = tflite_export.verify(blob, model, [(images, np.zeros(len(images)))])
+    assert set(tflite_export.inspect(blob).weight_storage.values()) == {"int8"}
+    assert report.weight_codes_match == {} and report.agreement > 0.5

@@ -18,6 +18,7 @@ from typing import Dict, Mapping
 import numpy as np
 
 from kquant.backend import keras
+from kquant.quantizers.base import LowBitWeightQuantizer
 from kquant.quantizers.model_states import quantize_wrappers
 
 WEIGHT_STORAGES = ("int8", "int4", "int2", "auto")
@@ -152,7 +153,7 @@ def _check_weight_storage(weight_storage, caller):
 
 
 def plan(model, weight_storage, caller="convert") -> Dict[str, LayerStorage]:
-    """{layer name: `LayerStorage`} for every weight layer of a kquant model (`caller`, the
+    """{layer name: `LayerStorage`} for every kquant-quantized weight layer (`caller`, the
     public function named in errors, checks `weight_storage` first).
 
     Raises:
@@ -163,6 +164,8 @@ def plan(model, weight_storage, caller="convert") -> Dict[str, LayerStorage]:
     storages = {}
     for wrapper in quantize_wrappers(model):
         for kernel, quantizer, variables in wrapper._weight_vars:  # pylint: disable=protected-access
+            if not isinstance(quantizer, LowBitWeightQuantizer):  # a peer's model: int8 as is
+                continue
             codes, _ = quantizer.codes_and_step(quantizer.fold(kernel), variables)
             storages[wrapper.layer.name] = layer_storage(
                 wrapper.layer.name, wrapper.layer, quantizer.deploy_bits, codes.numpy(),
