@@ -70,6 +70,9 @@ class LayerStorage:
         return np.sign(int8_bias) * ((scaled + divisors) // (2 * divisors))
 
 
+UNPACKED = LayerStorage("int8", np.ones(1, np.int64), np.ones(1, np.int64))  # any channels
+
+
 def common_factors(codes, per_tensor):
     """The largest integer dividing every code of each output channel (last axis); one for
     the whole tensor when `per_tensor` (FULLY_CONNECTED has one weight scale). At least 1."""
@@ -137,7 +140,7 @@ def layer_storage(layer, kernel_layer, bits, codes, weight_storage, caller="conv
     divided = np.rint(codes).astype(np.int64) // divisors
     storage = _choose(layer, dense, bits, divided, weight_storage, caller)
     if storage == "int8":
-        return LayerStorage(storage, np.ones_like(divisors), np.ones_like(divisors))
+        return UNPACKED
     return LayerStorage(storage, divisors, _multipliers(divided, storage, dense))
 
 
@@ -165,6 +168,9 @@ def plan(model, weight_storage, caller="convert") -> Dict[str, LayerStorage]:
     for wrapper in quantize_wrappers(model):
         for kernel, quantizer, variables in wrapper._weight_vars:  # pylint: disable=protected-access
             if not isinstance(quantizer, LowBitWeightQuantizer):  # a peer's model: int8 as is
+                continue
+            if weight_storage == "int8":  # nothing to divide: the codes need not be computed
+                storages[wrapper.layer.name] = UNPACKED
                 continue
             codes, _ = quantizer.codes_and_step(quantizer.fold(kernel), variables)
             storages[wrapper.layer.name] = layer_storage(
