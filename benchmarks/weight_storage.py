@@ -34,6 +34,7 @@ from kquant.deploy import integer_outputs  # noqa: E402
 from kquant.deploy.integer_model import int8_input  # noqa: E402
 from kquant.deploy.lowering import lower  # noqa: E402
 from tflite_export.runtime import int8_outputs  # noqa: E402
+from tflite_export.verify import take_examples  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 200, "Training steps per method before export.")
@@ -46,23 +47,13 @@ RESULTS_FILE = "weight-storage.jsonl"
 RUNTIME_PATHS = ("xnnpack", "builtin")
 
 
-def _test_images(data, count):
-    images, labels = [], []
-    for x, y in data.test:
-        images.append(np.asarray(x, np.float32))
-        labels.append(np.asarray(y).reshape(-1))
-        if sum(len(i) for i in images) >= count:
-            break
-    return np.concatenate(images)[:count], np.concatenate(labels)[:count]
-
-
 def main(argv):
     del argv
     suite = suites.SUITES[FLAGS.suite]
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
     float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
-    images, labels = _test_images(data, FLAGS.test_examples)
+    images, labels = take_examples(data.test, FLAGS.test_examples)
     float_tflite = tflite_export.convert_float(float_model)
     float_latency = {r: tflite_latency(float_tflite, data.input_shape, 1, runtime=r)
                      for r in RUNTIME_PATHS}

@@ -28,8 +28,7 @@ def pack_weights(tflite_bytes, storages):
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
     for _, weight, bias, layer in weight_tensors(model):
         planned = storages.get(layer)
-        if planned is None or (planned.storage == "int8" and np.all(planned.divisors == 1)
-                               and np.all(planned.multipliers == 1)):
+        if planned is None or planned is storage.UNPACKED:
             continue
         buffer = model.buffers[weight.buffer]
         codes = np.frombuffer(bytes(buffer.data), np.int8).reshape(weight.shape).astype(np.int64)

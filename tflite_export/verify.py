@@ -115,7 +115,9 @@ def _activation_tensors(interpreter, grids):
     return found
 
 
-def _examples(data, max_examples):
+def take_examples(data, max_examples):
+    """The first `max_examples` (images, labels) of batches of images or (images, labels), as
+    numpy arrays (labels None for unlabelled data)."""
     images, labels = [], []
     for batch in data:
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
@@ -153,7 +155,7 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
         FileNotFoundError: for a path that does not exist.
     """
     tflite_bytes = model_bytes(tflite_bytes, "verify")
-    images, labels = _examples(data, max_examples)
+    images, labels = take_examples(data, max_examples)
     keras_logits = model.predict(images, batch_size=256, verbose=0)
     interpreter = make_interpreter(tflite_bytes, keep_all_tensors=True)
     input_detail = interpreter.get_input_details()[0]
@@ -214,7 +216,7 @@ def exact_agreement(tflite_bytes, model, data, runtime, max_examples=10_000):
             that is not a flatbuffer.
     """
     tflite_bytes = model_bytes(tflite_bytes, "exact_agreement")
-    images, _ = _examples(data, max_examples)
+    images, _ = take_examples(data, max_examples)
     stored = weight_storage(tflite_bytes)
     quant = lowering.lower(model, stored).input_quant
     int8_images = int8_input(model, quant, images).numpy()

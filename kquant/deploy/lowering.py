@@ -265,10 +265,9 @@ class _Lowering:
             accumulator_scale = np.float64(pending.input_quant.scale) * pending.scales
             # The converter folds a quantizer's input shift into the bias, in float32.
             bias = _round_half_away((pending.bias + shift).astype(np.float64) / accumulator_scale)
-            codes, scales = pending.codes, pending.scales.astype(np.float32)
-            if pending.stored.storage != "int8":  # the packed form (`kquant.deploy.storage`)
-                stored = pending.stored
-                codes, scales, bias = stored.codes(codes), stored.scales(scales), stored.bias(bias)
+            stored = pending.stored  # the stored form (`kquant.deploy.storage`)
+            codes = stored.codes(pending.codes)
+            scales, bias = stored.scales(pending.scales.astype(np.float32)), stored.bias(bias)
             if pending.kind == "depthwise":
                 codes = codes.reshape(pending.layer.depthwise_kernel.shape)
             layer_args = {}

@@ -9,8 +9,9 @@ packed model computes what an int8 model of those coarse codes computes, bit for
 differs from the default int8 file only by that bias rounding.
 
 LiteRT's built-in CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED kernels and TFLite Micro's
-take INT4 filters; only LiteRT's FULLY_CONNECTED takes INT2 (measured with ai-edge-litert 2.3.0
-and tflite-micro; ../shared/CONVERTER-FACTS.md).
+take INT4 filters; only LiteRT's FULLY_CONNECTED takes INT2; XNNPACK takes INT4 dense filters
+only (measured with ai-edge-litert 2.3.0 and tflite-micro: tests/test_packing.py, and
+`kquant.deploy.runtimes.XNNPACK.weight_kernels`).
 """
 import dataclasses
 from typing import Dict, Mapping
@@ -87,11 +88,8 @@ def _multipliers(divided, storage, per_tensor):
     """Per channel, the largest integer m with m * `divided` (channels last) in the range."""
     low, high = RANGES[storage]
     flat = divided.reshape(-1, divided.shape[-1])
-    top, bottom = np.maximum(flat.max(0), 0), np.maximum(-flat.min(0), 0)
-    big = np.iinfo(np.int64).max
-    multipliers = np.maximum(np.minimum(np.where(top > 0, high // np.maximum(top, 1), big),
-                                        np.where(bottom > 0, -low // np.maximum(bottom, 1), big)), 1)
-    multipliers = np.where(multipliers == big, 1, multipliers)
+    top, bottom = np.maximum(flat.max(0), 1), np.maximum(-flat.min(0), 1)
+    multipliers = np.maximum(np.minimum(high // top, -low // bottom), 1)
     return np.full_like(multipliers, multipliers.min()) if per_tensor else multipliers
 
 
