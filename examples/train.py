@@ -132,7 +132,8 @@ def fit_and_evaluate(model, data, techniques=(), callbacks=(), float_model=None,
     """
     schedule = kquant.techniques.Schedule(FLAGS.epochs, data.steps_per_epoch,
                                           FLAGS.learning_rate)
-    context = kquant.techniques.Context(schedule, float_model, data.train, quantize)
+    context = kquant.techniques.Context(schedule, float_model, data.train, quantize,
+                                        weight_storage=FLAGS.weight_storage)
     try:
         training = kquant.techniques.prepare(model, techniques, context)
     except ValueError as error:  # a technique's plan that does not fit these flags

@@ -8,6 +8,7 @@ import tflite_export.layerwise
 from kquant.backend import keras, tf
 from kquant.deploy import fixed_point, integer_model, integer_outputs, lowering
 from kquant.deploy.integer_model import int8_input
+from tests.conftest import tiny_cnn
 from tflite_export.runtime import RUNTIMES, int8_outputs, micro_arena_bytes
 
 
@@ -280,3 +281,49 @@ def test_micro_arena_is_the_smallest_that_runs_the_model():
                                   int8_outputs(blob, int8_images, "micro"))
     with pytest.raises(ValueError, match="micro_arena_bytes"):
         int8_outputs(blob, int8_images, "micro", size - 16)
+
+
+def _keras_equals_integer(model, images):
+    """The share of output values on which Keras' float path equals the integer-exact mode on
+    XNNPACK, which requantizes in float32 (a near-tie rounds as in Keras; the built-in kernels'
+    two roundings move some by a step)."""
+    quant = lowering.lower(model).output_quant
+    exact = (integer_outputs(model, images, "xnnpack").astype(np.float32) - quant.zero_point) * \
+        quant.scale
+    return float(np.mean(np.isclose(model.predict(images, verbose=0), exact, rtol=0,
+                                    atol=quant.scale / 4)))
+
+
+@pytest.mark.parametrize("name, recipe, storage", [
+    ("conv", {}, "int8"), ("add", {}, "int8"), ("dense", {}, "int8"),
+    ("depthwise", dict(per_channel=True, fold_batch_norm=True), "int8"),
+    ("add", dict(weight_quantizer="lsq"), "int4")])
+def test_snapped_biases_make_keras_compute_the_deployed_model(name, recipe, storage):
+    model, images = _deployable(MODELS[name], 2, **recipe)
+    before = lowering.lower(model, storage)
+    agreement_before = _keras_equals_integer(model, images)
+    assert agreement_before < 1.0  # half a bias step already flips 2-bit activations here
+    moved = kquant.deploy.snap_biases(model, storage)
+    assert moved and max(moved.values()) <= 0.5 + 1e-4
+    assert all(abs(o.steps).max() < 1e-3 for o in lowering.bias_offsets(model, storage))
+    # The deployed integers do not change; Keras now computes them.
+    after = lowering.lower(model, storage)
+    for old, new in zip(before.ops, after.ops):
+        if hasattr(old, "bias"):
+            np.testing.assert_array_equal(old.bias, new.bias)
+    np.testing.assert_array_equal(integer_outputs(model, images, "builtin", weight_storage=storage),
+                                  before.run(int8_input(model, before.input_quant, images),
+                                             kquant.deploy.runtimes.get("builtin")))
+    assert _keras_equals_integer(model, images) == 1.0
+
+
+def test_training_ends_with_snapped_biases_and_skips_float_models(digits, capsys):
+    model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(2, 2))
+    schedule = kquant.techniques.Schedule(1, 5, 0.05)
+    training = kquant.techniques.prepare(model, (), kquant.techniques.Context(schedule))
+    training.model.fit(digits.train.take(5), epochs=1, callbacks=training.callbacks, verbose=0)
+    assert all(abs(o.steps).max() < 1e-3 for o in lowering.bias_offsets(model)
+               if o.variable is not None)
+    training = kquant.techniques.prepare(tiny_cnn(), (), kquant.techniques.Context(schedule))
+    training.model.fit(digits.train.take(5), epochs=1, callbacks=training.callbacks, verbose=0)
+    assert "biases" not in capsys.readouterr().out  # nothing to snap, nothing to say

@@ -251,7 +251,8 @@ def test_prepare_assembles_the_callbacks_and_refuses_what_cannot_combine(digits)
     training = techniques.prepare(model, "two-stage+progressive-bits", context)
     assert training.model is model and training.deployable == [model]
     assert [type(c).__name__ for c in training.callbacks] == [
-        "TwoStageQuantization", "ProgressiveBitWidth", "DirectLevelsUpdate", "StopOnNonFinite"]
+        "TwoStageQuantization", "ProgressiveBitWidth", "DirectLevelsUpdate", "StopOnNonFinite",
+        "SnapBiases"]
     with pytest.raises(ValueError, match="needs \\['float_model', 'quantize'\\]"):
         techniques.prepare(model, "joint-distillation", context)
 

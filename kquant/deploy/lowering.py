@@ -8,7 +8,7 @@ and relabels a signed grid with a SUB. `lower` does the same from the Keras mode
 (`kquant.deploy.ops`) carry the very scales and integers the .tflite file will hold.
 """
 import dataclasses
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -65,6 +65,25 @@ class _PendingWeights:
     bias: np.ndarray  # float32 per output channel
     layer: keras.layers.Layer
     stored: storage.LayerStorage
+    bias_variable: Optional[tf.Variable]  # the Keras variable `bias` moves with one for one
+
+
+@dataclasses.dataclass
+class BiasOffset:
+    """How far a weight layer's deployed bias lies from the float bias Keras adds.
+
+    Attributes:
+        layer: the conv or dense layer.
+        variable: the Keras variable through which the bias changes one for one (the layer's
+            bias, or the beta of the batch norm folded into it), or None if it has none.
+        offset: deployed minus Keras bias per output channel, in real units.
+        steps: `offset` in steps of the int32 bias (input scale x weight scale).
+    """
+
+    layer: str
+    variable: Optional[tf.Variable]
+    offset: np.ndarray
+    steps: np.ndarray
 
 
 @dataclasses.dataclass
@@ -78,6 +97,7 @@ class _Lowering:
         self.model = model
         self.storages = storage.plan(model, weight_storage, "integer_model")
         self.ops = []
+        self.bias_offsets = []
         self.values = {}  # Keras layer name -> Quantization of its int8 tensor, or a pending op
         self.aliases = {}  # layer name -> the op output it stands for (Dropout)
         self.input_name = self.input_quant = None
@@ -222,14 +242,15 @@ class _Lowering:
                                   np.float64(np.float32(-127.0) * step)) / 254.0,
                                  [channels]).copy()
         if hasattr(inner, "folded_bias"):  # the graph's own float32 arithmetic, as converted
-            bias = inner.folded_bias().numpy()
+            bias, bias_variable = inner.folded_bias().numpy(), inner.beta
         elif getattr(inner, "use_bias", False):
-            bias = inner.bias.numpy()
+            bias, bias_variable = inner.bias.numpy(), inner.bias
         else:
-            bias = np.zeros(channels)
+            bias, bias_variable = np.zeros(channels), None
         return _PendingWeights(_WEIGHT_KINDS[type(inner)], source,
                                self.materialized(inner, source), codes, scales,
-                               bias.astype(np.float32), inner, self.storages[inner.name])
+                               bias.astype(np.float32), inner, self.storages[inner.name],
+                               bias_variable)
 
     def fold_batch_norm(self, layer, pending):
         if not isinstance(pending, _PendingWeights):
@@ -248,7 +269,8 @@ class _Lowering:
         return dataclasses.replace(
             pending, codes=pending.codes * sign,
             scales=pending.scales * np.abs(multiplier).astype(np.float64),
-            bias=(pending.bias * multiplier + offset).astype(np.float32))
+            bias=(pending.bias * multiplier + offset).astype(np.float32),
+            bias_variable=layer.beta if layer.center else None)
 
     def requantize(self, name, layer, pending, source, quantizer, variables, activation):
         out = output_quantization(quantizer, variables)
@@ -268,6 +290,10 @@ class _Lowering:
             stored = pending.stored  # the stored form (`kquant.deploy.storage`)
             codes = stored.codes(pending.codes)
             scales, bias = stored.scales(pending.scales.astype(np.float32)), stored.bias(bias)
+            step = np.float64(pending.input_quant.scale) * scales.astype(np.float64)
+            offset = bias * step - shift - pending.bias
+            self.bias_offsets.append(BiasOffset(pending.layer.name, pending.bias_variable,
+                                                offset, offset / step))
             if pending.kind == "depthwise":
                 codes = codes.reshape(pending.layer.depthwise_kernel.shape)
             layer_args = {}
@@ -327,3 +353,21 @@ def lower(model, weight_storage="int8") -> ops.Program:
     """
     check_deployable(model, "integer_model")
     return _Lowering(model, weight_storage).lower()
+
+
+def bias_offsets(model, weight_storage="int8") -> List[BiasOffset]:
+    """How far each weight layer's deployed (int32) bias lies from the bias Keras adds.
+
+    Args:
+        model, weight_storage: as for `lower`.
+
+    Returns:
+        A `BiasOffset` per conv and dense layer, in the model's order.
+
+    Raises:
+        ValueError: as `lower`.
+    """
+    check_deployable(model, "snap_biases")
+    lowering = _Lowering(model, weight_storage)
+    lowering.lower()
+    return lowering.bias_offsets

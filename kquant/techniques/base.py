@@ -35,12 +35,16 @@ class Context:
         quantize: bits -> a new model quantized from the float model like the one trained
             (same recipe and calibration) at that bit-width, for techniques that train more
             than one low-bit model.
+        weight_storage: the storage the models are exported with (`tflite_export.convert`);
+            their biases are snapped to its int32 grid at the end of training
+            (`kquant.deploy.SnapBiases`).
     """
 
     schedule: Schedule
     float_model: Optional[keras.Model] = None
     data: Any = None
     quantize: Optional[Callable[[int], keras.Model]] = None
+    weight_storage: str = "int8"
 
 
 @dataclasses.dataclass

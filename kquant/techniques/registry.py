@@ -3,6 +3,7 @@ import dataclasses
 import inspect
 
 from kquant.compile import compile_classifier
+from kquant.deploy.bias import SnapBiases
 from kquant.numerics import StopOnNonFinite
 from kquant.quantizers.model_states import training_callbacks
 from kquant.techniques.base import Training
@@ -68,7 +69,9 @@ def prepare(model, techniques, context):
     Without a technique that trains models of its own, `model` is compiled (SGD with momentum,
     cosine decay over the schedule, restarted where any technique asks:
     `learning_rate_restarts`). The callbacks are the techniques' followed by those the
-    quantizers ask for (e.g. learnable levels' direct update) and `StopOnNonFinite`.
+    quantizers ask for (e.g. learnable levels' direct update), `StopOnNonFinite`, and
+    `kquant.deploy.SnapBiases` for each deployable model (after `fit`, `evaluate` gives the
+    deployed model's accuracy).
 
     Args:
         model: the kquant model to train.
@@ -103,5 +106,8 @@ def prepare(model, techniques, context):
             model, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
             restart_steps=schedule.restart_steps), [model]
     callbacks = [c for t in chosen for c in t.callbacks(model, context)]
-    return Training(trainable, callbacks + training_callbacks(trainable) + [StopOnNonFinite()],
-                    deployable, chosen)
+    # Snapping comes last: the techniques' own on_train_end put the models at their deployed
+    # precision first.
+    snap = [SnapBiases(m, context.weight_storage) for m in deployable]
+    return Training(trainable, callbacks + training_callbacks(trainable) + [StopOnNonFinite()] +
+                    snap, deployable, chosen)
