@@ -87,7 +87,7 @@ def _deployable(build, bits, seed=0, **recipe):
     """A quantized tiny model with non-trivial batch norms (some negative scales), dense
     biases and 8-bit ranges set by training-mode passes, and images for it."""
     rng = np.random.default_rng(seed)
-    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)  # the same kernels whichever tests ran before
     inputs = keras.Input((8, 8, 3))
     float_model = keras.Model(inputs, build(inputs))
     for layer in float_model.layers:
@@ -305,7 +305,8 @@ def test_snapped_biases_make_keras_compute_the_deployed_model(name, recipe, stor
     assert agreement_before < 1.0  # half a bias step already flips 2-bit activations here
     moved = kquant.deploy.snap_biases(model, storage)
     assert moved and max(moved.values()) <= 0.5 + 1e-4
-    assert all(abs(o.steps).max() < 1e-3 for o in lowering.bias_offsets(model, storage))
+    # On the grid up to float32 rounding of the bias (the int32 step can be 1e-5 of it).
+    assert all(abs(o.steps).max() < 0.05 for o in lowering.bias_offsets(model, storage))
     # The deployed integers do not change; Keras now computes them.
     after = lowering.lower(model, storage)
     for old, new in zip(before.ops, after.ops):
@@ -317,12 +318,22 @@ def test_snapped_biases_make_keras_compute_the_deployed_model(name, recipe, stor
     assert _keras_equals_integer(model, images) == 1.0
 
 
+def test_snapped_biases_hold_a_quantizers_input_shift():
+    # The converter folds the sign grid's shift into the conv bias: Keras' bias moves to the
+    # deployed bias less the shift.
+    model, images = _deployable(conv_model, 2, activation_quantizer="sign")
+    assert any(getattr(s.quantizer, "input_shift", 0) for s in kquant.quantizers.quantizer_states(model))
+    kquant.deploy.snap_biases(model)
+    assert all(abs(o.steps).max() < 0.05 for o in lowering.bias_offsets(model))
+    assert _keras_equals_integer(model, images) == 1.0
+
+
 def test_training_ends_with_snapped_biases_and_skips_float_models(digits, capsys):
     model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(2, 2))
     schedule = kquant.techniques.Schedule(1, 5, 0.05)
     training = kquant.techniques.prepare(model, (), kquant.techniques.Context(schedule))
     training.model.fit(digits.train.take(5), epochs=1, callbacks=training.callbacks, verbose=0)
-    assert all(abs(o.steps).max() < 1e-3 for o in lowering.bias_offsets(model)
+    assert all(abs(o.steps).max() < 0.05 for o in lowering.bias_offsets(model)
                if o.variable is not None)
     training = kquant.techniques.prepare(tiny_cnn(), (), kquant.techniques.Context(schedule))
     training.model.fit(digits.train.take(5), epochs=1, callbacks=training.callbacks, verbose=0)
