@@ -1,9 +1,11 @@
 """Keeps C++ libraries' stderr lines (TensorFlow's load-time INFO lines, the TFLite converter's
-and LiteRT's status lines) off the screen, unless the work they come from fails.
+and LiteRT's status lines) off the screen, unless the work they come from fails, and
+TensorFlow's retracing warning away from kquant's own per-program tracing.
 
 Imports nothing heavy: `kquant.backend` uses it around loading TensorFlow.
 """
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -33,3 +35,24 @@ def captured_stderr(replay_on_error=True):
             if failed and replay_on_error:
                 captured.seek(0)
                 os.write(2, captured.read())
+
+
+class _NotRetracing(logging.Filter):
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def without_retracing_warnings():
+    """Drops TensorFlow's "calls ... triggered tf.function retracing" warning for the duration.
+
+    TensorFlow counts traces per Python function; kquant traces one function per lowered
+    program, a new program each call by design, so after a few calls the warning would blame
+    the user's code for nothing.
+    """
+    logger, quiet = logging.getLogger("tensorflow"), _NotRetracing()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

@@ -338,3 +338,11 @@ def test_training_ends_with_snapped_biases_and_skips_float_models(digits, capsys
     training = kquant.techniques.prepare(tiny_cnn(), (), kquant.techniques.Context(schedule))
     training.model.fit(digits.train.take(5), epochs=1, callbacks=training.callbacks, verbose=0)
     assert "biases" not in capsys.readouterr().out  # nothing to snap, nothing to say
+
+
+def test_repeated_integer_outputs_do_not_warn_of_retracing(caplog):
+    model, images = _deployable(conv_model, 2)
+    images = np.concatenate([images] * 6)  # several batches: each call traces its own program
+    for _ in range(6):
+        integer_outputs(model, images, "xnnpack", batch_size=64)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

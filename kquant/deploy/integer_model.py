@@ -7,6 +7,7 @@ import numpy as np
 
 from kquant.backend import QuantizeLayer, keras, tf
 from kquant.deploy import lowering, runtimes
+from kquant.quiet import without_retracing_warnings
 
 
 def int8_input(model, quant, images):
@@ -111,9 +112,10 @@ def integer_outputs(model, images, runtime="xnnpack", batch_size=256, int8_image
     if len(images) > batch_size:  # tracing pays off over several batches only
         run = tf.function(run)
     outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        if not int8_images:
-            batch = int8_input(model, program.input_quant, batch)
-        outputs.append(run(tf.convert_to_tensor(batch)).numpy())
+    with without_retracing_warnings():
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            if not int8_images:
+                batch = int8_input(model, program.input_quant, batch)
+            outputs.append(run(tf.convert_to_tensor(batch)).numpy())
     return np.concatenate(outputs).astype(np.int8)
