@@ -130,3 +130,20 @@ def test_an_interrupted_row_resumes_from_its_backup(tmp_path):
     assert epochs == [2] and not os.path.exists(backup)
     for got, want in zip(resumed.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_row_that_is_not_integer_exact_keeps_its_model(tmp_path):
+    from benchmarks import run
+    from tests.conftest import tiny_cnn
+
+    model = kquant.quantize_model(tiny_cnn())
+    images = np.random.default_rng(0).normal(size=(8, 8, 8, 1)).astype(np.float32)
+    model(images, training=True)  # sets the 8-bit ranges
+    record = dict(suite="digits", method="kquant-pact", weight_bits=4, activation_bits=4, seed=0,
+                  agreement_exact_xnnpack=1.0, agreement_exact_builtin=1.0)
+    run._keep_if_inexact(record, model, str(tmp_path))
+    assert "inexact_model" not in record and not os.listdir(tmp_path)
+    record["agreement_exact_builtin"] = 0.9998
+    run._keep_if_inexact(record, model, str(tmp_path))
+    loaded = kquant.load_model(record["inexact_model"])
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
