@@ -66,7 +66,7 @@ class SnapBiases(keras.callbacks.Callback):
         self._target, self.weight_storage = model, weight_storage
 
     def on_train_end(self, logs=None):
-        model = self._target or self.model
+        model = self._target if self._target is not None else self.model
         if not quantizer_states(model) or non_finite_cause(model):
             return
         try:
