@@ -18,7 +18,6 @@ quantizer Q applied to the folded kernel w * k (`fold`; without one, Q is the id
     deployed arithmetic.
 Gradients reach w, gamma and beta through both forms (straight through Q).
 """
-import copy
 
 from kquant import graph
 from kquant.backend import keras, tf
@@ -199,30 +198,23 @@ def fold_batch_norms(model, freeze_after=None):
     pairs = _foldable_pairs(model)
     if not pairs:
         return model
-    config = copy.deepcopy(model.get_config())
     convs = {conv.name: norm for norm, conv in pairs.items()}
-    renames = {norm: conv.name for norm, conv in pairs.items()}
-    layers = []
-    for entry in config["layers"]:
+
+    def rewrite(entry):
         if entry["name"] in pairs:
-            continue
-        if entry["name"] in convs:
-            norm = model.get_layer(convs[entry["name"]])
-            folded = _FOLDS[type(model.get_layer(entry["name"]))]
-            entry = dict(entry, class_name=keras.utils.get_registered_name(folded),
-                         config={**entry["config"], "momentum": norm.momentum,
-                                 "epsilon": norm.epsilon, "freeze_after": freeze_after})
-            entry.pop("module", None)
-            entry["registered_name"] = keras.utils.get_registered_name(folded)
-        entry["inbound_nodes"] = graph.renamed(entry["inbound_nodes"], renames)
-        layers.append(entry)
-    config.update(layers=layers, output_layers=graph.renamed(config["output_layers"], renames))
-    folded_model = keras.Model.from_config(config)
-    for layer in folded_model.layers:
-        source = model.get_layer(layer.name)
-        if layer.name in convs:
-            norm = model.get_layer(convs[layer.name])
-            layer.set_weights(source.get_weights() + norm.get_weights() + [0])
-        else:
-            layer.set_weights(source.get_weights())
-    return folded_model
+            return []
+        if entry["name"] not in convs:
+            return [entry]
+        norm = model.get_layer(convs[entry["name"]])
+        return [graph.as_class(entry, _FOLDS[type(model.get_layer(entry["name"]))], {
+            **entry["config"], "momentum": norm.momentum, "epsilon": norm.epsilon,
+            "freeze_after": freeze_after})]
+
+    def weights(layer):
+        values = model.get_layer(layer.name).get_weights()
+        if layer.name in convs:  # the conv's, the batch norm's, and the step counter
+            values += model.get_layer(convs[layer.name]).get_weights() + [0]
+        return values
+
+    return graph.rebuilt(model, rewrite, {norm: conv.name for norm, conv in pairs.items()},
+                         weights)

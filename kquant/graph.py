@@ -1,6 +1,7 @@
 """Structure found in functional Keras models: activation layers, who consumes a layer's
 output, residual blocks."""
 import collections
+import copy
 
 from kquant.backend import QuantizeLayer, keras
 
@@ -56,6 +57,43 @@ def renamed(value, names):
     if isinstance(value, list):
         return [renamed(v, names) for v in value]
     return names.get(value, value) if isinstance(value, str) else value
+
+
+def rebuilt(model, rewrite, renames=None, weights=None):
+    """A copy of a functional model whose layer configs pass through `rewrite`.
+
+    Args:
+        model: a built functional tf_keras model.
+        rewrite: called with each layer's config entry (a copy, inbound nodes already renamed);
+            returns the entries that replace it (none drops the layer, two insert one after).
+        renames: {old layer name: new name} for the inbound nodes and outputs of the copy.
+        weights: called with each layer of the copy that the model has by name; returns its
+            weights (default: that layer's). Layers the rewrite inserted keep their own.
+
+    Returns:
+        The new model.
+    """
+    renames = renames or {}
+    config = copy.deepcopy(model.get_config())
+    layers = []
+    for entry in config["layers"]:
+        entry["inbound_nodes"] = renamed(entry["inbound_nodes"], renames)
+        layers.extend(rewrite(entry))
+    config.update(layers=layers, output_layers=renamed(config["output_layers"], renames))
+    result = keras.Model.from_config(config)
+    sources = {layer.name: layer for layer in model.layers}
+    for layer in result.layers:
+        if layer.name in sources:
+            layer.set_weights(weights(layer) if weights else sources[layer.name].get_weights())
+    return result
+
+
+def as_class(entry, cls, config):
+    """A layer config entry turned into a (registered, serializable) `cls` with `config`."""
+    name = keras.utils.get_registered_name(cls)
+    entry = dict(entry, class_name=name, registered_name=name, config=config)
+    entry.pop("module", None)
+    return entry
 
 
 def is_sequential_or_functional(model):

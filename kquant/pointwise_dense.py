@@ -5,8 +5,6 @@ transposed kernel, so a Dense kernel gets one step per layer. The same product w
 1x1 convolution on a [1, 1, inputs] map exports as RESHAPE, CONV_2D (per-channel scales),
 RESHAPE. `quantize_model` uses this form for Dense layers when the recipe asks per_channel.
 """
-import copy
-
 from kquant import graph
 from kquant.backend import keras, tf
 from kquant.serialization import serializable
@@ -55,22 +53,21 @@ def pointwise_dense(model):
               if type(layer) is keras.layers.Dense and len(layer.input_shape) == 2}
     if not chosen:
         return model
-    config = copy.deepcopy(model.get_config())
-    for entry in config["layers"]:
-        if entry["name"] in chosen:
-            dense = entry["config"]
-            entry.update(class_name=keras.utils.get_registered_name(PointwiseDense),
-                         registered_name=keras.utils.get_registered_name(PointwiseDense))
-            entry.pop("module", None)
-            entry["config"] = {key: dense[key] for key in (
+
+    def rewrite(entry):
+        if entry["name"] not in chosen:
+            return [entry]
+        dense = entry["config"]
+        return [graph.as_class(entry, PointwiseDense, {"units": dense["units"], **{
+            key: dense[key] for key in (
                 "name", "trainable", "dtype", "activation", "use_bias", "kernel_initializer",
                 "bias_initializer", "kernel_regularizer", "bias_regularizer",
-                "activity_regularizer", "kernel_constraint", "bias_constraint") if key in dense}
-            entry["config"]["units"] = dense["units"]
-    result = keras.Model.from_config(config)
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if layer.name in chosen:
-            weights[0] = weights[0].reshape(1, 1, *weights[0].shape)
-        result.get_layer(layer.name).set_weights(weights)
-    return result
+                "activity_regularizer", "kernel_constraint", "bias_constraint") if key in dense}})]
+
+    def weights(layer):
+        values = model.get_layer(layer.name).get_weights()
+        if layer.name in chosen:  # [inputs, units] -> [1, 1, inputs, units]
+            values[0] = values[0].reshape(1, 1, *values[0].shape)
+        return values
+
+    return graph.rebuilt(model, rewrite, weights=weights)

@@ -5,8 +5,6 @@ TFLite fuses only ReLU/ReLU6 into a conv or dense op; any other activation runs 
 its own on the layer's int8 output, so that output needs a quantizer before the activation,
 and the activation its own output quantizer. Split, each gets one (`kquant.configs`).
 """
-import copy
-
 from kquant import graph
 from kquant.backend import keras
 from kquant.eight_bit import INTEGER_ACTIVATIONS
@@ -30,23 +28,18 @@ def split_activations(model):
              and graph.activation_name(layer) in INTEGER_ACTIVATIONS}
     if not split:
         return model
-    config = copy.deepcopy(model.get_config())
     renames = {name: f"{name}_{activation}" for name, activation in split.items()}
-    layers = []
-    for entry in config["layers"]:
-        entry["inbound_nodes"] = graph.renamed(entry["inbound_nodes"], renames)
-        layers.append(entry)
-        if entry["name"] in split:
-            entry["config"]["activation"] = "linear"
-            layers.append({"class_name": "Activation", "name": renames[entry["name"]],
-                           "config": {"name": renames[entry["name"]],
-                                      "activation": split[entry["name"]],
-                                      "trainable": entry["config"].get("trainable", True),
-                                      "dtype": entry["config"].get("dtype", "float32")},
-                           "inbound_nodes": [[[entry["name"], 0, 0, {}]]]})
-    config.update(layers=layers, output_layers=graph.renamed(config["output_layers"], renames))
-    result = keras.Model.from_config(config)
-    for layer in model.layers:
-        result.get_layer(layer.name).set_weights(layer.get_weights())
-    return result
+
+    def rewrite(entry):
+        if entry["name"] not in split:
+            return [entry]
+        entry["config"]["activation"] = "linear"
+        return [entry, {"class_name": "Activation", "name": renames[entry["name"]],
+                        "config": {"name": renames[entry["name"]],
+                                   "activation": split[entry["name"]],
+                                   "trainable": entry["config"].get("trainable", True),
+                                   "dtype": entry["config"].get("dtype", "float32")},
+                        "inbound_nodes": [[[entry["name"], 0, 0, {}]]]}]
+
+    return graph.rebuilt(model, rewrite, renames)
 
