@@ -235,6 +235,8 @@ def test_switched_off_quantizers_are_refused():
     kquant.precision.set_enabled(model, False, role="activation")
     with pytest.raises(ValueError, match="integer_model: quantizers of layers"):
         integer_model(model)
+    with pytest.raises(ValueError, match="snap_biases: quantizers of layers"):
+        kquant.deploy.snap_biases(model)
 
 
 def test_verify_reports_exact_agreement_layer_by_layer():

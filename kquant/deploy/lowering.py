@@ -93,9 +93,10 @@ class _PendingAdd:
 
 
 class _Lowering:
-    def __init__(self, model, weight_storage):
-        self.model = model
-        self.storages = storage.plan(model, weight_storage, "integer_model")
+    def __init__(self, model, weight_storage, caller):
+        check_deployable(model, caller)
+        self.model, self.caller = model, caller  # errors name the public function called
+        self.storages = storage.plan(model, weight_storage, caller)
         self.ops = []
         self.bias_offsets = []
         self.values = {}  # Keras layer name -> Quantization of its int8 tensor, or a pending op
@@ -105,7 +106,7 @@ class _Lowering:
     def materialized(self, layer, name):
         value = self.values[name]
         if not isinstance(value, ops.Quantization):
-            raise ValueError(f"integer_model: layer {layer.name!r} takes the output of {name!r}, "
+            raise ValueError(f"{self.caller}: layer {layer.name!r} takes the output of {name!r}, "
                              "which TFLite does not hold as an int8 tensor of its own (a conv "
                              "or Add without a quantized output); give it an activation or an "
                              "8-bit output.")
@@ -126,7 +127,7 @@ class _Lowering:
                 self.values[layer.name] = self.input_quant
                 continue
             if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapperV2):
-                raise ValueError(f"integer_model: layer {layer.name!r} "
+                raise ValueError(f"{self.caller}: layer {layer.name!r} "
                                  f"({type(layer).__name__}) is not quantized by kquant.")
             self.lower_wrapped(layer)
         last = self.resolve(self.model.layers[-1].name)
@@ -200,7 +201,7 @@ class _Lowering:
             self.values[name] = quant
             return
         else:
-            raise ValueError(f"integer_model: layer {inner.name!r} ({type(inner).__name__}) has "
+            raise ValueError(f"{self.caller}: layer {inner.name!r} ({type(inner).__name__}) has "
                              "no integer-exact lowering yet; supported: Conv2D, DepthwiseConv2D, "
                              "Dense, BatchNormalization after them, ReLU/ReLU6, Add, "
                              "Concatenate, AveragePooling2D, GlobalAveragePooling2D, "
@@ -254,7 +255,7 @@ class _Lowering:
 
     def fold_batch_norm(self, layer, pending):
         if not isinstance(pending, _PendingWeights):
-            raise ValueError(f"integer_model: batch norm {layer.name!r} does not follow a conv or "
+            raise ValueError(f"{self.caller}: batch norm {layer.name!r} does not follow a conv or "
                              "dense layer directly; TFLite keeps it as float MUL and ADD.")
         variance = layer.moving_variance.numpy()
         channels = variance.shape[0]
@@ -314,7 +315,7 @@ class _Lowering:
             self.ops.append(ops.AddOp(requantized, [source], [pending, quant], out, (low, high),
                                       constant=code))
         else:
-            raise ValueError(f"integer_model: layer {layer.name!r} requantizes a tensor TFLite "
+            raise ValueError(f"{self.caller}: layer {layer.name!r} requantizes a tensor TFLite "
                              "already holds as int8 (an activation after pooling or an 8-bit "
                              "output); no integer-exact lowering for that yet.")
         if relabel:
@@ -351,8 +352,7 @@ def lower(model, weight_storage="int8") -> ops.Program:
         ValueError: for a model that is not deployable as it stands, a layer without an
             integer-exact lowering (named), or weights that cannot be stored as asked.
     """
-    check_deployable(model, "integer_model")
-    return _Lowering(model, weight_storage).lower()
+    return _Lowering(model, weight_storage, "integer_model").lower()
 
 
 def bias_offsets(model, weight_storage="int8") -> List[BiasOffset]:
@@ -367,7 +367,6 @@ def bias_offsets(model, weight_storage="int8") -> List[BiasOffset]:
     Raises:
         ValueError: as `lower`.
     """
-    check_deployable(model, "snap_biases")
-    lowering = _Lowering(model, weight_storage)
+    lowering = _Lowering(model, weight_storage, "snap_biases")
     lowering.lower()
     return lowering.bias_offsets
