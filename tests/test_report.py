@@ -35,6 +35,21 @@ def test_report_keeps_step_times_apart_and_compares_with_plain_qat(tmp_path):
                              "`direct-levels+channel-aware` +1.00")
 
 
+def test_techniques_are_held_against_the_strongest_plain_row(tmp_path):
+    row = dict(suite="s", weight_bits=2, activation_bits=2, float_top1=0.8)
+    write(tmp_path / "s.jsonl", [dict(row, method="kquant-pact-calibrated", keras_top1=0.70),
+                                 dict(row, method="pact-calibrated-per-channel", keras_top1=0.74),
+                                 dict(row, method="two-stage", keras_top1=0.72)])
+    lines = report.against_plain_qat(report.load(str(tmp_path))["s"], [])
+    # Per-channel plain QAT is itself compared with the other plain row, and the technique
+    # with per-channel, the stronger; per-layer plain QAT with nothing.
+    assert lines == [
+        "- `pact-calibrated-per-channel` W2A2: +4.00 points against plain QAT "
+        "(`kquant-pact-calibrated` 70.00): beats it: yes; step time not measured",
+        "- `two-stage` W2A2: -2.00 points against plain QAT (`pact-calibrated-per-channel` "
+        "74.00): beats it: NO; step time not measured"]
+
+
 def test_step_time_spread_is_the_largest_difference_between_runs_of_one_method():
     timed = [dict(method=m, step_time_vs_plain_qat=ratio)
              for m, ratio in [("a", 1.0), ("a", 1.4), ("b", 2.0), ("b", 2.1), ("c", 3.0)]]
@@ -54,7 +69,8 @@ def test_several_seeds_are_compared_by_their_mean_with_the_spread(tmp_path):
     assert len(rows) == 5  # the superseded row is left out
     [line] = report.against_plain_qat(rows, [])
     assert line.startswith("- `two-stage` W2A2: +2.00 points (mean of 2 seeds, spread 2.00) "
-                           "against plain QAT (72.00 (mean of 3 seeds, spread 4.00))")
+                           "against plain QAT (`kquant-pact-calibrated` 72.00 (mean of 3 seeds, "
+                           "spread 4.00))")
 
 
 def test_rows_with_other_activation_bits_are_compared_at_their_own_bits(tmp_path):
@@ -65,8 +81,10 @@ def test_rows_with_other_activation_bits_are_compared_at_their_own_bits(tmp_path
         dict(row, method="ctmq-chain", activation_bits=1, keras_top1=0.55),
         dict(row, method="ctmq-chain", activation_bits=2, keras_top1=0.58)])
     lines = report.against_plain_qat(report.load(str(tmp_path))["s"], [])
-    assert lines[0].startswith("- `ctmq-chain` W1A1: +5.00 points against plain QAT (50.00)")
-    assert lines[1].startswith("- `ctmq-chain` W1A2: -2.00 points against plain QAT (60.00)")
+    assert lines[0].startswith("- `ctmq-chain` W1A1: +5.00 points against plain QAT "
+                              "(`kquant-pact-calibrated` 50.00)")
+    assert lines[1].startswith("- `ctmq-chain` W1A2: -2.00 points against plain QAT "
+                              "(`kquant-pact-calibrated` 60.00)")
 
 
 def test_deployment_table_checks_the_integer_exact_targets(tmp_path):
