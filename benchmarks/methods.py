@@ -211,10 +211,10 @@ def _mct(float_model, weight_bits, activation_bits, training_steps):
 def method(name):
     """The method of an identifier: a fixed one, or kquant techniques joined with '+'.
 
-    Techniques build on the strongest plain QAT row, kquant-pact-calibrated, so each row
-    measures what the technique adds to it, unless the identifier also names calibrated
-    quantizer methods: "joint-distillation+direct-levels+channel-aware" trains the
-    direct-levels+channel-aware model with joint distillation.
+    Techniques build on plain QAT, kquant-pact-calibrated, so each row measures what the
+    technique adds to it, unless the identifier also names a calibrated quantizer method:
+    "joint-distillation+direct-levels+channel-aware" trains the direct-levels+channel-aware
+    model with joint distillation, "two-stage+pact-calibrated-per-channel" the per-channel one.
 
     Raises:
         ValueError: for identifiers that are neither.

@@ -45,6 +45,10 @@ flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/
 flags.DEFINE_string("inexact_dir", "~/.cache/kquant/inexact", "Where a kquant row's trained "
                     "model is saved (.keras) when its int8 outputs differ from the integer-exact "
                     "mode on some runtime, to find the difference layer by layer; empty: never.")
+flags.DEFINE_string("supersede", "", "Re-run rows already in the results, for this reason: each "
+                    "new row carries it as `supersedes`, and once it lands the older rows of its "
+                    "method, bits, epochs and seed are marked `superseded` with it (kept, left "
+                    "out of the report); rows already re-run for the same reason are skipped.")
 flags.DEFINE_string("backup_dir", "", "Back up each row's training after every epoch under this "
                     "folder (outside the work tree, e.g. ~/.cache/kquant/backups) and resume an "
                     "interrupted row from it; empty: no backup.")
@@ -77,17 +81,38 @@ def bit_pairs(entries):
     return [(int(m[1]), int(m[1])) if m[1] else (int(m[2]), int(m[3])) for m in match]
 
 
-def _done(path):
+def _key(record):
+    return (record["method"], record["weight_bits"], record["activation_bits"], record["epochs"],
+            record["seed"])
+
+
+def _records(path):
     if not os.path.exists(path):
-        return set()
+        return []
     with open(path) as f:
-        return {(r["method"], r["weight_bits"], r["activation_bits"], r["epochs"], r["seed"])
-                for r in map(json.loads, filter(str.strip, f)) if not r.get("superseded")}
+        return [json.loads(line) for line in f if line.strip()]
 
 
-def _append(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+def _done(path, supersede=""):
+    """Keys of the rows in `path` not to run again: the live ones, or with `supersede` the live
+    ones re-run for that reason."""
+    return {_key(r) for r in _records(path) if not r.get("superseded")
+            and (not supersede or r.get("supersedes") == supersede)}
+
+
+def _append(path, record, supersede=""):
+    """Appends `record` to the JSON-lines file; with `supersede`, marks the live rows it
+    replaces (same `_key`) superseded for that reason, rewriting the file in one replace."""
+    if supersede:
+        record = {**record, "supersedes": supersede}
+        records = [dict(r, superseded=supersede) if not r.get("superseded")
+                   and _key(r) == _key(record) else r for r in _records(path)]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records + [record])
+        os.replace(path + ".tmp", path)
+    else:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
     print("RECORD " + json.dumps(record))
 
 
@@ -112,14 +137,14 @@ def main(argv):
     float_latency = {t: tflite_latency(float_tflite, data.input_shape, t) for t in (1, 2)}
     representative = data.train.take(2)
     training_steps = epochs * data.steps_per_epoch
-    done = _done(results)
+    done = _done(results, FLAGS.supersede)
     command = "python " + " ".join(sys.argv)
     common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,
                   float_top1=round(float_top1, 4), float_tflite_bytes=len(float_tflite))
     provenance = dict(command=command, commit=suites.commit(), versions=_versions(),
                       python=platform.python_version(),
                       date=datetime.date.today().isoformat())
-    if ("float", 32, 32, 0, FLAGS.seed) not in done:
+    if ("float", 32, 32, 0, FLAGS.seed) not in _done(results):  # the start, never re-run
         float_report = tflite_export.verify(float_tflite, float_model, data.test)
         _append(results, {**common, "method": "float", "weight_bits": 32, "activation_bits": 32,
                           "epochs": 0, "keras_top1": round(float_top1, 4), "tflite_top1": round(
@@ -148,7 +173,7 @@ def main(argv):
                 continue
             except Unavailable as error:  # a peer that cannot run here: the row says why
                 _append(results, {**record, "keras_top1": None, "unavailable": str(error),
-                                  **provenance})
+                                  **provenance}, FLAGS.supersede)
                 continue
             reference_speed = float_speed()  # just before, so both see the same machine load
             keras_top1, speed, measured = suites.train(
@@ -165,7 +190,7 @@ def main(argv):
             if chosen.export is not None:
                 record.update(_export_fields(chosen, model, representative, data, float_latency))
                 _keep_if_inexact(record, model, FLAGS.inexact_dir)
-            _append(results, {**record, **provenance})
+            _append(results, {**record, **provenance}, FLAGS.supersede)
 
 
 def _export_fields(chosen, model, representative, data, float_latency):

@@ -68,6 +68,42 @@ def test_bit_widths_name_weights_and_activations_separately():
     assert method("ctmq-chain").build is METHODS["kquant-pact-calibrated"].build
 
 
+def test_a_rerun_supersedes_the_rows_it_replaces_once_it_lands(tmp_path):
+    from benchmarks.run import _append, _done
+
+    path = str(tmp_path / "s.jsonl")
+    row = dict(method="qkeras", weight_bits=2, activation_bits=2, epochs=4, seed=0)
+    _append(path, dict(row, keras_top1=0.5))
+    _append(path, dict(row, weight_bits=4, activation_bits=4, keras_top1=0.8))
+    key = ("qkeras", 2, 2, 4, 0)
+    assert key in _done(path) and key not in _done(path, "new setup")
+    _append(path, dict(row, keras_top1=0.6), "new setup")
+    records = [json.loads(line) for line in open(path)]
+    assert [(r["keras_top1"], r.get("superseded"), r.get("supersedes")) for r in records] == [
+        (0.5, "new setup", None), (0.8, None, None), (0.6, None, "new setup")]
+    # Done for that reason now (a restarted queue skips it), and for a plain run too.
+    assert key in _done(path, "new setup") and key in _done(path)
+    assert ("qkeras", 4, 4, 4, 0) not in _done(path, "new setup")
+
+
+def test_the_pending_runs_name_known_suites_methods_and_bits():
+    import re
+
+    from benchmarks.methods import method
+    from benchmarks.run import bit_pairs
+    from benchmarks.suites import SUITES
+
+    script = open(os.path.join(ROOT, "benchmarks", "pending.sh")).read().replace("\\\n", "")
+    runs = re.findall(r"^run (\S+) (.*)$", script, re.M)
+    assert len(runs) >= 5
+    for suite, options in runs:
+        assert suite in SUITES
+        bits = re.search(r"--bits=(\S+)", options)[1]
+        assert bit_pairs(bits.split(","))
+        for name in re.search(r"--methods=(\S+)", options)[1].split(","):
+            method(name)  # raises for an unknown method
+
+
 def test_tsq_methods_fix_their_weight_bits():
     from benchmarks.methods import method
     from tests.conftest import tiny_cnn

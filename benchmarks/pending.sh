@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The benchmark runs the open issues still need, in order, one at a time (two would compete for
+# the cores). Rerun after an interruption: the float run and each row resume from their backups
+# under $RUNS, run.py skips rows that landed, and each row is appended to
+# $RESULTS/<suite>.jsonl as it finishes (commit it then, with its numbers). Run it from a
+# worktree of the commit to measure, with KQUANT_RESULTS=<main checkout>/benchmarks/results, to
+# keep committing on main meanwhile.
+#
+# A sitting's machine may not keep ~/.cache, and these runs outlast a sitting:
+# `benchmarks/pending.sh --snapshot` copies the unfinished backups into $SNAPSHOT for a commit;
+# a machine without them starts from that copy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${KQUANT_CACHE:-$HOME/.cache/kquant}/runs"
+RESULTS="${KQUANT_RESULTS:-benchmarks/results}"
+SNAPSHOT=benchmarks/checkpoints/resume
+if [ "${1:-}" = --snapshot ]; then
+  rm -rf "$SNAPSHOT" && mkdir -p "$SNAPSHOT" && cp -r "$RUNS"/. "$SNAPSHOT"/ && du -sh "$SNAPSHOT"
+  exit
+fi
+if [ -d "$SNAPSHOT" ]; then
+  mkdir -p "$RUNS" && cp -rn "$SNAPSHOT"/. "$RUNS"/
+fi
+step() { echo "=== $(date -u +%FT%TZ) $*"; "$@"; }
+run() {  # suite, then run.py's other flags
+  step python benchmarks/run.py --suite="$1" --results="$RESULTS/$1.jsonl" --backup_dir="$RUNS" \
+    "${@:2}"
+}
+PEERS="re-run with each peer configured as its documentation recommends, configuration recorded (issue 17)"
+
+# Issue 17: the stronger float start, then the long protocol at W2A2 (float fine-tuned, both
+# plain QAT rows, LSQ, the short suite's best quantizer setup, LSQ with its best technique).
+[ -f benchmarks/checkpoints/resnet20_cifar10_float_strong.h5 ] \
+  || step bash benchmarks/train_float_resnet20_strong.sh
+run cifar10-resnet20-long --bits=2 --methods=float-finetuned,kquant-pact-calibrated,\
+pact-calibrated-per-channel,lsq,direct-levels+channel-aware,two-stage+lsq
+# Issue 17: peers at their best on the 4-epoch suite.
+run cifar10-resnet20 --bits=4,2 --methods=qkeras,larq,tfmot-nbit --supersede="$PEERS"
+run cifar10-resnet20 --bits=W1A1 --methods=larq,qkeras --supersede="$PEERS"
+# Issue 17: the long protocol at W4A4, then paper 1's techniques at W2A2 on the stronger plain
+# (per-channel) row.
+run cifar10-resnet20-long --bits=4 --methods=kquant-pact-calibrated,\
+pact-calibrated-per-channel,lsq,direct-levels+channel-aware,two-stage+lsq
+run cifar10-resnet20-long --bits=2 --methods=two-stage+pact-calibrated-per-channel,\
+stochastic-precision+pact-calibrated-per-channel,progressive-bits+pact-calibrated-per-channel
