@@ -1,5 +1,5 @@
 """Structure found in functional Keras models: activation layers, who consumes a layer's
-output, residual blocks."""
+output, residual blocks; and a copy of such a model with some layers rewritten."""
 import collections
 import copy
 
