@@ -255,6 +255,10 @@ METHODS = {
         "lsq", _kquant("lsq", "lsq", per_channel=True), tflite_export.convert,
         "LSQ: learned steps for weights (per channel) and activations, started as the paper "
         "does from the float model", calibrate=True),
+    "lsq-plus": Method(  # "+" joins techniques in method names
+        "lsq-plus", _kquant("lsq+", "lsq", per_channel=True), tflite_export.convert,
+        "LSQ weights (per channel); LSQ+ activations: learned step and offset in place of the "
+        "ReLU, MSE start from the float model", calibrate=True),
     "direct-levels": Method(
         "direct-levels", _kquant("pact", "direct-levels", per_channel=True), tflite_export.convert,
         "learnable levels per output channel, direct code updates; PACT activations; calibrated",

@@ -32,8 +32,8 @@ class Recipe:
             learnable levels; "lsq" for a learned step), or a callable `bits -> Quantizer`.
         activation_quantizer: a name from `activation_quantizers()` ("clip" for DoReFa's fixed
             [0, 1] range, "pact" for a learnable clip, "channel-aware" for a clip fit to the
-            mean per-channel error, "lsq" for a learned step), or a callable
-            `bits -> Quantizer`.
+            mean per-channel error, "lsq" for a learned step, "lsq+" for a learned step and
+            an offset below zero in place of the ReLU), or a callable `bits -> Quantizer`.
         per_channel: weight statistics (or levels) per output channel instead of per layer.
         first_last_bits: weight bits of the first conv and the last dense (or conv) layer, as
             the low-bit papers keep them; None quantizes them like the rest. A weight

@@ -17,6 +17,7 @@ RECIPES = {  # together they hold every registered quantizer
                                     per_channel=True),
     "lsq+lsq": kquant.Recipe(2, 2, weight_quantizer="lsq", activation_quantizer="lsq",
                              per_channel=True),
+    "lsq+lsq+": kquant.Recipe(4, 2, weight_quantizer="lsq", activation_quantizer="lsq+"),
     "dorefa+pact, folded": kquant.Recipe(2, 2, activation_quantizer="pact", per_channel=True,
                                          fold_batch_norm=True, freeze_batch_norm_after=1),
 }

@@ -4,8 +4,10 @@ The converter folds each batch norm into the conv before it (per-channel weight 
 the bias, a quantizer's input shift too), fuses a following ReLU into the conv's clamp,
 requantizes the accumulator where a FakeQuant sits (a quantizer's `requantization_range`, or
 an 8-bit range learned from data), rounds the bias to int32 at input scale x weight scale,
-and relabels a signed grid with a SUB. `lower` does the same from the Keras model alone, so its integer ops
-(`kquant.deploy.ops`) carry the very scales and integers the .tflite file will hold.
+and relabels a grid with ADDs or SUBs of constants where its quantizer says so (a signed
+grid, a grid reaching below zero). `lower` does the same from the Keras model alone, so its
+integer ops (`kquant.deploy.ops`) carry the very scales and integers the .tflite file will
+hold.
 """
 import dataclasses
 from typing import List, Optional
@@ -277,9 +279,9 @@ class _Lowering:
         out = output_quantization(quantizer, variables)
         grid = isinstance(quantizer, LowBitQuantizer)
         shift = np.float32(getattr(quantizer, "input_shift", 0.0)) if grid else np.float32(0.0)
-        relabel = quantizer.relabel(variables) if grid else None
+        relabel = quantizer.relabel(variables) if grid else []
         low, high = ops.INT8_MIN, ops.INT8_MAX
-        if grid or activation in graph.ACTIVATIONS:  # a grid always follows a (fused) ReLU
+        if quantizer.clamps_at_zero if grid else activation in graph.ACTIVATIONS:  # (fused) ReLU
             low = max(low, out.zero_point)
         if activation == "relu6":
             high = min(high, out.zero_point + int(_round_half_away(np.float32(6.0) / out.scale)))
@@ -318,13 +320,14 @@ class _Lowering:
             raise ValueError(f"{self.caller}: layer {layer.name!r} requantizes a tensor TFLite "
                              "already holds as int8 (an activation after pooling or an 8-bit "
                              "output); no integer-exact lowering for that yet.")
-        if relabel:
-            offset, (relabel_low, relabel_high) = relabel
-            code, quant = _constant(offset)
+        tail = requantized
+        for i, (constant, subtract, (relabel_low, relabel_high)) in enumerate(relabel):
+            code, quant = _constant(constant)
+            relabelled = name if i == len(relabel) - 1 else f"{name}/relabelled{i}"
             out_relabelled = fake_quant_quantization(relabel_low, relabel_high)
-            self.ops.append(ops.AddOp(name, [requantized], [out, quant], out_relabelled,
-                                      constant=code, subtract=True))
-            out = out_relabelled
+            self.ops.append(ops.AddOp(relabelled, [tail], [out, quant], out_relabelled,
+                                      constant=code, subtract=subtract))
+            out, tail = out_relabelled, relabelled
         return out
 
 

@@ -9,6 +9,7 @@ from kquant.quantizers.direct_levels import DirectLevelsUpdate, DirectLevelsWeig
 from kquant.quantizers.dorefa import DoReFaWeightQuantizer
 from kquant.quantizers.learned_range import LearnedRangeActivationQuantizer
 from kquant.quantizers.lsq import LSQActivationQuantizer, LSQWeightQuantizer
+from kquant.quantizers.lsq_plus import LSQPlusActivationQuantizer
 from kquant.quantizers.model_states import QuantizerState, quantizer_states, training_callbacks
 from kquant.quantizers.pact import PACTQuantizer
 from kquant.quantizers.signed import SignActivationQuantizer
@@ -17,7 +18,8 @@ from kquant.quantizers.ternary import TernaryWeightQuantizer
 
 __all__ = ["ActivationGrid", "ActivationQuantizer", "ChannelAwareActivationQuantizer",
            "ClippedActivationQuantizer", "DirectLevelsUpdate", "DirectLevelsWeightQuantizer",
-           "DoReFaWeightQuantizer", "LSQActivationQuantizer", "LSQWeightQuantizer",
+           "DoReFaWeightQuantizer", "LSQActivationQuantizer", "LSQPlusActivationQuantizer",
+           "LSQWeightQuantizer",
            "LearnedRangeActivationQuantizer", "LowBitQuantizer", "LowBitWeightQuantizer",
            "PACTQuantizer",
            "QuantizerState", "SignActivationQuantizer", "SparseActivationQuantizer",

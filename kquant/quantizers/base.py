@@ -252,6 +252,7 @@ class ActivationQuantizer(LowBitQuantizer):
     fixed_clip = None  # the clip, for quantizers whose clip never changes; None when it is learned
     replaces_activation = False  # True: takes the pre-activation (quantize_model drops the ReLU)
     input_shift = 0.0  # a constant added to the input before rounding (folded into a conv bias)
+    clamps_at_zero = True  # the requantized tensor has passed a ReLU: its int8 clamp starts at 0
     # Set by `kquant.quantize_model` for the TFLite graph (see `uniform_activation`): the
     # layer before already applies the ReLU (a second one after a ReLU6 would not fuse), and
     # a concatenation follows.
@@ -314,10 +315,12 @@ class ActivationQuantizer(LowBitQuantizer):
         return float(low.numpy()), float(high.numpy())
 
     def relabel(self, weights):
-        """A constant the export subtracts after requantization and the 8-bit range of the
-        result, (offset, (low, high)), for grids that are shifted back after rounding; None."""
+        """The elementwise ops the export applies after the requantization, in order: a list of
+        (constant, subtract, (low, high)), each an ADD (SUB if `subtract`) of the constant onto
+        the 8-bit range (low, high), as float32 values equal to the graph's; empty for grids
+        that the requantization alone puts in place."""
         del weights
-        return None
+        return []
 
     def activation_grid(self, weights):
         """The `ActivationGrid` at the current clip and bit-width."""

@@ -145,7 +145,7 @@ class LSQActivationQuantizer(LearnedRangeActivationQuantizer):
     def __init__(self, bits, initial_clip=6.0):
         super().__init__(bits)
         if not initial_clip > 0:
-            raise ValueError(f"LSQActivationQuantizer: initial_clip must be > 0, got "
+            raise ValueError(f"{type(self).__name__}: initial_clip must be > 0, got "
                              f"{initial_clip!r}.")
         self.initial_clip = float(initial_clip)
         self._per_step = 1

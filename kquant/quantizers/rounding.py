@@ -2,7 +2,8 @@
 
 Weights round with `round_ste` (each quantizer then hands its integer codes to
 `int8_grid`); activations round inside an 8-bit FakeQuant whose step is the b-bit step, the
-form TF 2.21's converter turns into an int8 tensor holding only the 2^b levels.
+form TF 2.21's converter turns into an int8 tensor holding only the 2^b levels
+(`uniform_activation` on [0, clip]; `offset_activation` for grids reaching below zero).
 """
 from kquant.backend import tf
 
@@ -55,6 +56,44 @@ def uniform_activation(x, clip, bits, rectify=False, standalone=False):
     y = tf.quantization.fake_quant_with_min_max_vars(
         x, tf.stop_gradient(low), high, num_bits=8, narrow_range=False)
     return tf.minimum(y, clip) if standalone else y
+
+
+def offset_ranges(low, step, bits):
+    """The three 8-bit ranges of `offset_activation`, float32 tensors as the graph computes them:
+    the grid's [low, low + 255 step] (-128 is `low`) and, one step up, the range whose 127 is
+    the top level plus one step."""
+    grid = (low, low + 255.0 * step)
+    lifted_top = low + steps(bits) * step + step
+    return grid, (lifted_top - 255.0 * step, lifted_top)
+
+
+def offset_activation(x, low, step, bits):
+    """Quantizes x to the 2^b levels low + k step, k = 0 .. n (n = 2^b - 1), for grids whose
+    lowest level is not zero: step * round(clip(x / step, low / step, low / step + n)), `low` a
+    whole number of steps at or below zero.
+
+    Written as 8-bit FakeQuants (`offset_ranges`) the converter turns into int8 ops XNNPACK
+    takes: the conv (or Add) accumulator requantized onto the step, with int8's saturation at
+    -128 as the lowest level (the zero point, an integer, holds zero exactly); an ADD of one
+    step onto a range whose saturation at 127 is the top level plus that step; a SUB of the
+    step back onto the grid's tensor. The step added is never zero, so the converter keeps
+    both ops whatever the offset (an ADD of zero it would drop, and a MINIMUM at the top would
+    leave XNNPACK). Gradients: those of the FakeQuants; quantizers with their own estimator
+    wrap it.
+
+    Args:
+        x: activation tensor (the pre-activation: no ReLU before it).
+        low: the lowest level, a float32 scalar tensor <= 0, a whole number of steps.
+        step: the distance between levels, a float32 scalar tensor > 0.
+        bits: bit-width, 1 to 8 (may be a variable).
+
+    Returns:
+        The quantized activation.
+    """
+    grid, lifted = offset_ranges(low, step, bits)
+    y = tf.quantization.fake_quant_with_min_max_vars(x, *grid, num_bits=8)
+    y = tf.quantization.fake_quant_with_min_max_vars(y + step, *lifted, num_bits=8)
+    return tf.quantization.fake_quant_with_min_max_vars(y - step, *grid, num_bits=8)
 
 
 def straight_through(forward, x, low, high):

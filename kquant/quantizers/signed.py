@@ -78,7 +78,7 @@ class SignActivationQuantizer(ActivationQuantizer):
     def relabel(self, weights):
         """a_q = u - c, onto int8 codes of scale c / n."""
         low, high = self._codes_range(steps(weights["bits"]))
-        return self.fixed_clip, (float(low.numpy()), float(high.numpy()))
+        return [(self.fixed_clip, True, (float(low.numpy()), float(high.numpy())))]
 
     def bypass(self, x, weights):
         return tf.clip_by_value(x, -self.fixed_clip, self.fixed_clip)
