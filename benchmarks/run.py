@@ -16,7 +16,7 @@ import platform
 import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -118,6 +118,8 @@ def _append(path, record, supersede=""):
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:  # tfds' and the checkpoint saver's info lines
+        logging.set_verbosity(logging.WARNING)
     suite = suites.SUITES[FLAGS.suite]
     epochs = FLAGS.epochs or suite["epochs"]
     results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", f"{FLAGS.suite}.jsonl")
