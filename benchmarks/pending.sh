@@ -28,8 +28,6 @@ run() {  # suite, then run.py's other flags
 }
 PEERS="re-run with each peer configured as its documentation recommends, configuration recorded (issue 17)"
 
-# Issue 17: a second seed of LSQ+ at W2A2 on the 4-epoch suite (seed 0: +2.8 over LSQ).
-run cifar10-resnet20 --bits=2 --methods=lsq-plus --seed=1
 # Issue 17: the stronger float start, then the long protocol at W2A2 (float fine-tuned, both
 # plain QAT rows, LSQ, the short suite's best quantizer setups, LSQ with its best technique).
 [ -f benchmarks/checkpoints/resnet20_cifar10_float_strong.h5 ] \
