@@ -170,6 +170,13 @@ DEPLOYMENT_COLUMNS = ["method", "bits", "seed", "agreement"] + [
     "worst layer: values differing", "max steps", "XNNPACK partitions", "Micro arena bytes"]
 
 
+def _images(row, runtime):
+    """ " (on N images)" where a runtime's exact check took fewer test images than the rest."""
+    examples = row.get("exact_examples")
+    return f" (on {examples:,} images)" if runtime != "xnnpack" and examples and \
+        examples < 10_000 else ""
+
+
 def deployment(rows):
     """Table rows of the deployed model against kquant (rows with the integer-exact fields),
     each with its verdict on the targets: int8 outputs identical to the integer-exact mode on
@@ -189,7 +196,8 @@ def deployment(rows):
             verdicts.append(f"float path >= {100 * float_target:g}%: "
                             + ("yes" if r["agreement"] >= float_target else "NO"))
         cells = [r["method"], f"W{r['weight_bits']}A{r['activation_bits']}", r["seed"],
-                 f"{r['agreement']:.4f}"] + ["-" if e is None else f"{e:.4f}" for e in exact] + [
+                 f"{r['agreement']:.4f}"] + ["-" if e is None else f"{e:.4f}" + _images(r, runtime)
+                                         for e, runtime in zip(exact, RUNTIMES)] + [
             f"{r['layer_max_differing']:.4f}", r["layer_max_steps"],
             r.get("xnnpack_partitions", "-"), r.get("micro_arena_bytes", "-")]
         lines.append("| " + " | ".join(map(str, cells)) + " | " + "; ".join(verdicts) + " |")

@@ -39,8 +39,9 @@ flags.DEFINE_integer("limit", 0, "Use only this many examples per split (0: all)
 flags.DEFINE_integer("float_epochs", 0, "Epochs of the float model of suites that train it here "
                      "(0: the suite's default).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_integer("exact_examples", 10_000, "Test examples compared with the integer-exact "
-                     "mode on LiteRT's built-in kernels and on TFLite Micro.")
+flags.DEFINE_integer("exact_examples", 0, "Test examples compared with the integer-exact "
+                     "mode on LiteRT's built-in kernels and on TFLite Micro (0: the suite's "
+                     "default, 10,000 unless the suite says otherwise).")
 flags.DEFINE_string("results", "", "JSON-lines file (default benchmarks/results/<suite>.jsonl).")
 flags.DEFINE_string("inexact_dir", "~/.cache/kquant/inexact", "Where a kquant row's trained "
                     "model is saved (.keras) when its int8 outputs differ from the integer-exact "
@@ -138,6 +139,7 @@ def main(argv):
     float_tflite = tflite_export.convert_float(float_model)
     float_latency = {t: tflite_latency(float_tflite, data.input_shape, t) for t in (1, 2)}
     representative = data.train.take(2)
+    exact_examples = FLAGS.exact_examples or suite.get("exact_examples", 10_000)
     training_steps = epochs * data.steps_per_epoch
     done = _done(results, FLAGS.supersede)
     command = "python " + " ".join(sys.argv)
@@ -190,12 +192,13 @@ def main(argv):
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
                           latency_ratio_2threads=None, **measured)
             if chosen.export is not None:
-                record.update(_export_fields(chosen, model, representative, data, float_latency))
+                record.update(_export_fields(chosen, model, representative, data, float_latency,
+                                             exact_examples))
                 _keep_if_inexact(record, model, FLAGS.inexact_dir)
             _append(results, {**record, **provenance}, FLAGS.supersede)
 
 
-def _export_fields(chosen, model, representative, data, float_latency):
+def _export_fields(chosen, model, representative, data, float_latency, exact_examples):
     """The exported model's accuracy, agreement, size, partitions and latency ratios; for a peer
     whose export fails, why (`export_unavailable`)."""
     try:
@@ -206,16 +209,16 @@ def _export_fields(chosen, model, representative, data, float_latency):
     return dict(tflite_top1=round(report.tflite_accuracy, 4), agreement=round(report.agreement, 4),
                 tflite_bytes=len(tflite),
                 xnnpack_partitions=tflite_export.inspect(tflite).xnnpack_partitions,
-                **_exact_fields(report, tflite, model, data),
+                **_exact_fields(report, tflite, model, data, exact_examples),
                 **{f"latency_ratio_{t}thread{'s' if t > 1 else ''}": round(
                     tflite_latency(tflite, data.input_shape, t) / float_latency[t], 3)
                    for t in (1, 2)})
 
 
-def _exact_fields(report, tflite, model, data):
-    """Agreement with kquant's integer-exact mode on each runtime, the worst layer (fed
-    TFLite's own inputs) and the TFLite Micro arena; empty for models kquant cannot lower
-    (peers)."""
+def _exact_fields(report, tflite, model, data, examples):
+    """Agreement with kquant's integer-exact mode on each runtime (the built-in kernels and
+    TFLite Micro on `examples` test images), the worst layer (fed TFLite's own inputs) and the
+    TFLite Micro arena; empty for models kquant cannot lower (peers)."""
     if report.exact_agreement is None:
         return {}
     layers = report.layer_differences.values()
@@ -224,7 +227,8 @@ def _exact_fields(report, tflite, model, data):
               "layer_max_steps": max((d.max_steps for d in layers), default=0)}
     for runtime in ("builtin", "micro"):
         fields[f"agreement_exact_{runtime}"] = round(tflite_export.exact_agreement(
-            tflite, model, data.test, runtime, FLAGS.exact_examples), 4)
+            tflite, model, data.test, runtime, examples), 4)
+    fields["exact_examples"] = min(examples, report.examples)
     fields["micro_arena_bytes"] = tflite_export.runtime.micro_arena_bytes(tflite)
     return fields
 

@@ -39,6 +39,7 @@ def test_reduced_mnist_suite_stays_above_its_accuracy_floor(tmp_path):
         for runtime in ("xnnpack", "builtin", "micro"):  # the integer-exact mode (issue target)
             assert records[method][f"agreement_exact_{runtime}"] >= 0.999, (method, runtime)
         assert records[method]["micro_arena_bytes"] > 0
+        assert records[method]["exact_examples"] == 2000
         assert records[method]["float_tflite_bytes"] / records[method]["tflite_bytes"] > 3.0
 
 

@@ -95,13 +95,15 @@ def test_deployment_table_checks_the_integer_exact_targets(tmp_path):
         dict(row, method="kquant-pact-calibrated", weight_bits=4, activation_bits=4,
              agreement=0.995, **exact),
         dict(row, method="two-stage", weight_bits=2, activation_bits=2, agreement=0.90,
-             **dict(exact, agreement_exact_micro=0.998), xnnpack_partitions=3),
+             **dict(exact, agreement_exact_micro=0.998), xnnpack_partitions=3,
+             exact_examples=2000),
         dict(row, method="qkeras", weight_bits=2, activation_bits=2, agreement=None)])
     lines = report.deployment(report.load(str(tmp_path))["s"])
     assert len(lines) == 2  # the peer has no integer-exact fields
     assert lines[0].startswith("| kquant-pact-calibrated | W4A4 | 0 | 0.9950 | 1.0000 |")
     assert lines[0].endswith("exact >= 99.9%: yes; one partition: yes; float path >= 99%: yes |")
-    assert "| 0.9980 |" in lines[1] and lines[1].endswith(
+    assert "| 1.0000 | 1.0000 (on 2,000 images) | 0.9980 (on 2,000 images) |" in lines[1]
+    assert lines[1].endswith(
         "exact >= 99.9%: NO; one partition: NO; float path >= 97%: NO |")
 
 
