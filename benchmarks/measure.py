@@ -31,7 +31,8 @@ class StepTimer(keras.callbacks.Callback):
 
     @property
     def images_per_second(self):
-        return self.batch_size / float(np.median(self.durations))
+        """None for a run too short to time (no step after the skipped ones)."""
+        return self.batch_size / float(np.median(self.durations)) if self.durations else None
 
 
 def tflite_latency(tflite_bytes, input_shape, threads, runs=200, runtime="xnnpack"):

@@ -154,7 +154,8 @@ def goals(rows):
                 ok = r["keras_top1"] >= peer_top1
                 checks.append(f">= {peer} ({100 * peer_top1:.2f}): {'yes' if ok else 'NO'}")
         ratio = r["train_throughput_ratio"]
-        checks.append(f"throughput {ratio:.2f} >= 0.75: {'yes' if ratio >= 0.75 else 'NO'}")
+        if ratio is not None:  # None: a run too short to time
+            checks.append(f"throughput {ratio:.2f} >= 0.75: {'yes' if ratio >= 0.75 else 'NO'}")
         if r.get("tflite_bytes"):
             size = r["float_tflite_bytes"] / r["tflite_bytes"]
             checks.append(f"size {size:.2f}x >= 3.9x: {'yes' if size >= 3.9 else 'NO'}")
@@ -342,9 +343,10 @@ def best_at_each_bit_width(rows, timed):
         if group is None:
             return ["-"] * (5 if with_step_time else 4)
         method, bits = group[0]["method"], (group[0]["weight_bits"], group[0]["activation_bits"])
-        throughput = sum(r["train_throughput_ratio"] for r in group) / len(group)
+        timed = [r["train_throughput_ratio"] for r in group if r["train_throughput_ratio"]]
         found = [f"`{method}`", f"{100 * _mean_top1(group):.2f}",
-                 f"{100 * (reference_top1(group[0]) - _mean_top1(group)):+.2f}", f"{throughput:.2f}x"]
+                 f"{100 * (reference_top1(group[0]) - _mean_top1(group)):+.2f}",
+                 f"{sum(timed) / len(timed):.2f}x" if timed else "-"]
         if with_step_time:
             cost = step_time.get((method, *bits))
             found.append(f"{cost:.2f}x" if cost else ("1.00x" if method == PLAIN_QAT else "-"))

@@ -188,7 +188,8 @@ def main(argv):
                     os.path.expanduser(FLAGS.backup_dir),
                     f"{FLAGS.suite}-{name}-W{bits}A{activation_bits}-seed{FLAGS.seed}"))
             record.update(keras_top1=round(keras_top1, 4),
-                          train_throughput_ratio=round(speed / reference_speed, 3), tflite_top1=None,
+                          train_throughput_ratio=round(speed / reference_speed, 3)
+                          if speed and reference_speed else None, tflite_top1=None,
                           tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
                           latency_ratio_2threads=None, **measured)
             if chosen.export is not None:

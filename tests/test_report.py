@@ -118,15 +118,19 @@ def test_best_kquant_row_and_best_peer_at_each_bit_width_with_their_costs(tmp_pa
         dict(row, method="larq", keras_top1=0.65, train_throughput_ratio=0.8),
         dict(row, method="mct-qat", keras_top1=None, unavailable="no Keras API here"),
         dict(row, method="kquant-pact-calibrated", weight_bits=4, activation_bits=4,
-             keras_top1=0.79)])
+             keras_top1=0.79),
+        dict(row, method="larq", weight_bits=4, activation_bits=4, keras_top1=0.50,
+             train_throughput_ratio=None)])  # a run too short to time
     rows = report.load(str(tmp_path))["s"]
     measured = [r for r in rows if r["keras_top1"] is not None]
     timed = [dict(method="two-stage", weight_bits=2, step_time_vs_plain_qat=1.1)]
     four, two = report.best_at_each_bit_width(measured, timed)
     assert two == ("| W2A2 | `two-stage` | 75.00 | +5.00 | 0.50x | 1.10x | `larq` | 65.00 | "
                    "+15.00 | 0.80x | +10.00 |")
-    assert four == "| W4A4 | `kquant-pact-calibrated` | 79.00 | +1.00 | 0.50x | 1.00x | - | - | - " \
-                   "| - | - |"
+    assert four == "| W4A4 | `kquant-pact-calibrated` | 79.00 | +1.00 | 0.50x | 1.00x | `larq` | " \
+                   "50.00 | +30.00 | - | +29.00 |"
+    [untimed] = report.goals([dict(row, method="lsq", keras_top1=0.75, train_throughput_ratio=None)])
+    assert "drop 5.00 <= 3: NO" in untimed and "throughput" not in untimed
     # A peer that could not run is a cell saying so, never a number.
     [unavailable] = [r for r in rows if r["method"] == "mct-qat"]
     assert report._cell(unavailable, "keras_top1") == "not run"
