@@ -154,6 +154,7 @@ def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
     # The long protocol's goals: W2A2 within 3.0, W4A4 within 0.5 of the fine-tuned float.
     lines = report.goals([two, four])
     assert "drop 2.50 <= 3: yes" in lines[0] and "drop 0.60 <= 0.5: NO" in lines[1]
+    assert "W4A4 within 0.5 point of the fine-tuned float" in report.goals_heading(rows)
     [line] = [l for l in report.best_at_each_bit_width(rows, []) if l.startswith("| W2A2")]
     assert "| 88.50 | +2.50 |" in line
 
