@@ -36,22 +36,30 @@ class RestartingCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "restart_steps": self.restart_steps}
 
 
-def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, restart_steps=()):
+def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, restart_steps=(),
+               weight_decay=0.0):
     """SGD with momentum whose learning rate decays to 0 along a cosine, over the whole run or
     within each segment between `restart_steps` (`RestartingCosineDecay`).
 
+    `weight_decay` is Keras's decoupled decay (Loshchilov & Hutter, arXiv 1711.05101): after each
+    step every trainable variable v becomes v - lr * weight_decay * v, outside the momentum. With
+    momentum 0.9 its pull matches an L2 penalty's weight decay (PyTorch's SGD, He et al.) of a
+    tenth as much: 5e-3 here is the 5e-4 of the usual CIFAR recipes.
+
     Raises:
-        ValueError: if epochs, steps or learning rate are not positive.
+        ValueError: if epochs, steps or learning rate are not positive, or weight decay is
+            negative.
     """
-    if epochs < 1 or steps_per_epoch < 1 or learning_rate <= 0:
-        raise ValueError("cosine_sgd: epochs and steps_per_epoch must be >= 1 and learning_rate "
-                         f"> 0; got {epochs}, {steps_per_epoch}, {learning_rate}.")
+    if epochs < 1 or steps_per_epoch < 1 or learning_rate <= 0 or weight_decay < 0:
+        raise ValueError("cosine_sgd: epochs and steps_per_epoch must be >= 1, learning_rate "
+                         "> 0 and weight_decay >= 0; got "
+                         f"{epochs}, {steps_per_epoch}, {learning_rate}, {weight_decay}.")
     schedule = RestartingCosineDecay(learning_rate, epochs * steps_per_epoch, restart_steps)
-    return keras.optimizers.SGD(schedule, momentum=momentum)
+    return keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay or None)
 
 
 def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9,
-                       optimizer=None, restart_steps=()):
+                       optimizer=None, restart_steps=(), weight_decay=0.0):
     """Compiles a logits-output classifier with sparse cross-entropy and accuracy.
 
     Args:
@@ -62,15 +70,19 @@ def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, mo
         momentum: SGD momentum (ignored if `optimizer` is given).
         optimizer: a Keras optimizer to use instead of SGD with the cosine schedule.
         restart_steps: steps at which the cosine starts again.
+        weight_decay: decoupled weight decay of SGD (`cosine_sgd`; ignored if `optimizer` is
+            given).
 
     Returns:
         The model, compiled.
 
     Raises:
-        ValueError: if epochs, steps or learning rate are not positive.
+        ValueError: if epochs, steps or learning rate are not positive, or weight decay is
+            negative.
     """
     if optimizer is None:
-        optimizer = cosine_sgd(learning_rate, epochs, steps_per_epoch, momentum, restart_steps)
+        optimizer = cosine_sgd(learning_rate, epochs, steps_per_epoch, momentum, restart_steps,
+                               weight_decay)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])

@@ -92,6 +92,13 @@ def test_flags_that_do_nothing_are_usage_errors_not_tracebacks():
             "--calibrate_ranges: it needs --init_from.") in result.stderr
 
 
+def test_a_negative_weight_decay_is_a_usage_error():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
+                             "--weight_decay=-0.001"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--weight_decay=-0.001: must be >= 0" in result.stderr
+
+
 @pytest.mark.slow
 def test_a_second_run_does_not_overwrite_the_first_export(tmp_path):
     paths = []

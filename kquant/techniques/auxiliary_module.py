@@ -20,7 +20,6 @@ from typing import Optional, Sequence
 
 from kquant import graph
 from kquant.backend import keras
-from kquant.compile import cosine_sgd
 from kquant.techniques.base import Technique
 from kquant.techniques.registry import register
 
@@ -147,11 +146,9 @@ class AuxiliaryModule(Technique):
 
     def build_trainer(self, model, context):
         trainer = auxiliary_trainer(model, self.attach_to, self.stem)
-        schedule = context.schedule
         cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         trainer.compile(
-            optimizer=cosine_sgd(schedule.learning_rate, schedule.epochs,
-                                 schedule.steps_per_epoch, restart_steps=schedule.restart_steps),
+            optimizer=context.schedule.optimizer(),
             loss={LOW_PRECISION: cross_entropy, AUXILIARY: cross_entropy},
             loss_weights=self.weights,
             metrics={LOW_PRECISION: ["accuracy"], AUXILIARY: ["accuracy"]})

@@ -4,6 +4,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from kquant import precision
 from kquant.backend import keras
+from kquant.compile import cosine_sgd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,12 +17,20 @@ class Schedule:
         learning_rate: initial learning rate.
         restart_steps: steps at which the cosine starts again (`prepare` fills them in from
             the techniques' `learning_rate_restarts`).
+        weight_decay: decoupled weight decay of SGD (`kquant.cosine_sgd`).
     """
 
     epochs: int
     steps_per_epoch: int
     learning_rate: float
     restart_steps: Tuple[int, ...] = ()
+    weight_decay: float = 0.0
+
+    def optimizer(self, learning_rate=None):
+        """A new SGD with this schedule (`kquant.cosine_sgd`), from `learning_rate` if given."""
+        rate = self.learning_rate if learning_rate is None else learning_rate
+        return cosine_sgd(rate, self.epochs, self.steps_per_epoch,
+                          restart_steps=self.restart_steps, weight_decay=self.weight_decay)
 
 
 @dataclasses.dataclass

@@ -19,7 +19,6 @@ from typing import Optional, Sequence
 
 from kquant import losses
 from kquant.backend import keras, tf
-from kquant.compile import cosine_sgd
 from kquant.graph import ACTIVATIONS, activation_name, is_activation_layer
 from kquant.quantizers.model_states import quantizer_states
 from kquant.techniques.base import Technique
@@ -234,7 +233,6 @@ class JointDistillationTechnique(Technique):
         schedule = context.schedule
         rates = [schedule.learning_rate * self.teacher_learning_rate_scale] + [
             schedule.learning_rate] * len(students)
-        optimizers = [cosine_sgd(rate, schedule.epochs, schedule.steps_per_epoch,
-                                 restart_steps=schedule.restart_steps) for rate in rates]
+        optimizers = [schedule.optimizer(rate) for rate in rates]
         trainer.compile(optimizers[0], optimizers[1:])
         return trainer, students

@@ -102,9 +102,7 @@ def prepare(model, techniques, context):
     if trainers:
         trainable, deployable = next(t for t in chosen if t.trains_models).build_trainer(model, context)
     else:
-        trainable, deployable = compile_classifier(
-            model, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
-            restart_steps=schedule.restart_steps), [model]
+        trainable, deployable = compile_classifier(model, optimizer=schedule.optimizer()), [model]
     callbacks = [c for t in chosen for c in t.callbacks(model, context)]
     # Snapping comes last: the techniques' own on_train_end put the models at their deployed
     # precision first.

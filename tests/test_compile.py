@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+import kquant
+from kquant.backend import keras, tf
+from tests.conftest import tiny_cnn
+
+
+def test_weight_decay_shrinks_each_variable_by_rate_times_decay_outside_the_momentum():
+    optimizer = kquant.cosine_sgd(0.1, epochs=1, steps_per_epoch=100, weight_decay=0.05)
+    variable = tf.Variable([2.0, -4.0])
+    optimizer.apply_gradients([(tf.constant([1.0, 1.0]), variable)])
+    # v - lr * wd * v, then the momentum step -lr * g (the first step of the cosine: lr = 0.1)
+    np.testing.assert_allclose(variable.numpy(), [2.0 * (1 - 0.005) - 0.1,
+                                                  -4.0 * (1 - 0.005) - 0.1], rtol=1e-6)
+
+
+def test_schedule_weight_decay_reaches_every_trainer_and_shrinks_the_weights(digits):
+    from kquant import techniques
+
+    def trained_norm(weight_decay, technique):
+        keras.utils.set_random_seed(0)
+        model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(weight_bits=4, activation_bits=4))
+        schedule = techniques.Schedule(2, digits.steps_per_epoch, 0.05, weight_decay=weight_decay)
+        training = techniques.prepare(model, technique, techniques.Context(schedule))
+        training.model.fit(digits.train, epochs=2, verbose=0)
+        return float(tf.linalg.global_norm([w for w in model.trainable_weights
+                                            if "kernel" in w.name]))
+
+    for technique in ("none", "auxiliary-module"):
+        assert trained_norm(0.2, technique) < 0.85 * trained_norm(0.0, technique), technique
+
+
+def test_negative_weight_decay_is_refused():
+    with pytest.raises(ValueError, match="weight_decay >= 0"):
+        kquant.cosine_sgd(0.1, weight_decay=-1e-4)
