@@ -144,7 +144,8 @@ def main(argv):
     done = _done(results, FLAGS.supersede)
     command = "python " + " ".join(sys.argv)
     common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,
-                  float_top1=round(float_top1, 4), float_tflite_bytes=len(float_tflite))
+                  float_top1=round(float_top1, 4), float_tflite_bytes=len(float_tflite),
+                  weight_decay=suite.get("weight_decay", 0.0))
     provenance = dict(command=command, commit=suites.commit(), versions=_versions(),
                       python=platform.python_version(),
                       date=datetime.date.today().isoformat())
