@@ -37,14 +37,15 @@ class RestartingCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, restart_steps=(),
-               weight_decay=0.0):
+               weight_decay=0.0, no_decay=()):
     """SGD with momentum whose learning rate decays to 0 along a cosine, over the whole run or
     within each segment between `restart_steps` (`RestartingCosineDecay`).
 
     `weight_decay` is Keras's decoupled decay (Loshchilov & Hutter, arXiv 1711.05101): after each
-    step every trainable variable v becomes v - lr * weight_decay * v, outside the momentum. With
-    momentum 0.9 its pull matches an L2 penalty's weight decay (PyTorch's SGD, He et al.) of a
-    tenth as much: 5e-3 here is the 5e-4 of the usual CIFAR recipes.
+    step every trainable variable v but those in `no_decay` becomes v - lr * weight_decay * v,
+    outside the momentum. With momentum 0.9 its pull matches an L2 penalty's weight decay
+    (PyTorch's SGD, He et al.) of a tenth as much: 5e-3 here is the 5e-4 of the usual CIFAR
+    recipes.
 
     Raises:
         ValueError: if epochs, steps or learning rate are not positive, or weight decay is
@@ -55,7 +56,9 @@ def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, res
                          "> 0 and weight_decay >= 0; got "
                          f"{epochs}, {steps_per_epoch}, {learning_rate}, {weight_decay}.")
     schedule = RestartingCosineDecay(learning_rate, epochs * steps_per_epoch, restart_steps)
-    return keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay or None)
+    optimizer = keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay or None)
+    optimizer.exclude_from_weight_decay(var_list=list(no_decay))
+    return optimizer
 
 
 def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9,

@@ -31,6 +31,26 @@ def test_schedule_weight_decay_reaches_every_trainer_and_shrinks_the_weights(dig
         assert trained_norm(0.2, technique) < 0.85 * trained_norm(0.0, technique), technique
 
 
+def test_weight_decay_leaves_the_quantizers_alone():
+    from kquant import techniques
+    from kquant.quantizers.model_states import quantizer_variables
+
+    model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(
+        weight_bits=2, activation_bits=2, weight_quantizer="lsq", activation_quantizer="pact"))
+    optimizer = techniques.Schedule(1, 10, 0.1, weight_decay=0.5).optimizer(model)
+    quantizers = quantizer_variables(model)
+    names = {v.name.split("/")[-1] for v in quantizers}
+    assert {"output_clip:0", "kernel_step:0"} <= names, names
+    before = [v.numpy() for v in model.trainable_weights]
+    optimizer.apply_gradients((tf.zeros_like(v), v) for v in model.trainable_weights)
+    for variable, old in zip(model.trainable_weights, before):
+        if any(variable is q for q in quantizers):
+            np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.name)
+        else:  # zero gradient: only the decay moves it, by lr * wd = 0.05 of itself
+            np.testing.assert_allclose(variable.numpy(), 0.95 * old, rtol=1e-6,
+                                       err_msg=variable.name)
+
+
 def test_negative_weight_decay_is_refused():
     with pytest.raises(ValueError, match="weight_decay >= 0"):
         kquant.cosine_sgd(0.1, weight_decay=-1e-4)

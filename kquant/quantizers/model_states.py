@@ -75,6 +75,18 @@ def quantized_models(model):
     return found
 
 
+def quantizer_variables(model):
+    """The trainable variables of a model's quantizers (clips, steps, offsets, levels), low-bit
+    or not, as their `build`s returned them."""
+    found = []
+    for wrapper in quantize_wrappers(model):
+        built = [variables for _, _, variables in wrapper._weight_vars]  # pylint: disable=protected-access
+        built.append(getattr(wrapper, "_output_quantizer_vars", {}))
+        found += [v for variables in built for v in variables.values()
+                  if isinstance(v, tf.Variable) and v.trainable]
+    return found
+
+
 def quantizer_states(model) -> List[QuantizerState]:
     """Lists every low-bit quantizer of a model (see `quantize_wrappers`), in layer order."""
     states = []

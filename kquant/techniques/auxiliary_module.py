@@ -148,7 +148,7 @@ class AuxiliaryModule(Technique):
         trainer = auxiliary_trainer(model, self.attach_to, self.stem)
         cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         trainer.compile(
-            optimizer=context.schedule.optimizer(),
+            optimizer=context.schedule.optimizer(trainer),
             loss={LOW_PRECISION: cross_entropy, AUXILIARY: cross_entropy},
             loss_weights=self.weights,
             metrics={LOW_PRECISION: ["accuracy"], AUXILIARY: ["accuracy"]})

@@ -5,6 +5,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from kquant import precision
 from kquant.backend import keras
 from kquant.compile import cosine_sgd
+from kquant.quantizers.model_states import quantizer_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +27,14 @@ class Schedule:
     restart_steps: Tuple[int, ...] = ()
     weight_decay: float = 0.0
 
-    def optimizer(self, learning_rate=None):
-        """A new SGD with this schedule (`kquant.cosine_sgd`), from `learning_rate` if given."""
+    def optimizer(self, model, learning_rate=None):
+        """A new SGD with this schedule (`kquant.cosine_sgd`) for `model`, from `learning_rate`
+        if given. Weight decay leaves the model's quantizers (clips, steps, levels) alone: it
+        regularizes the network, not the number format it is stored in."""
         rate = self.learning_rate if learning_rate is None else learning_rate
         return cosine_sgd(rate, self.epochs, self.steps_per_epoch,
-                          restart_steps=self.restart_steps, weight_decay=self.weight_decay)
+                          restart_steps=self.restart_steps, weight_decay=self.weight_decay,
+                          no_decay=quantizer_variables(model))
 
 
 @dataclasses.dataclass

@@ -227,12 +227,11 @@ class JointDistillationTechnique(Technique):
         own = _deploy_bits(model)
         students = [model] + [context.quantize(b) for b in dict.fromkeys(self.student_bits)
                               if b != own]
-        trainer = JointDistillation(teacher_for(model, context.float_model, self.clip_teacher),
-                                    students, temperature=self.temperature,
+        teacher = teacher_for(model, context.float_model, self.clip_teacher)
+        trainer = JointDistillation(teacher, students, temperature=self.temperature,
                                     guidance=self.guidance, feature_layers=self.feature_layers)
         schedule = context.schedule
-        rates = [schedule.learning_rate * self.teacher_learning_rate_scale] + [
-            schedule.learning_rate] * len(students)
-        optimizers = [schedule.optimizer(rate) for rate in rates]
-        trainer.compile(optimizers[0], optimizers[1:])
+        trainer.compile(
+            schedule.optimizer(teacher, schedule.learning_rate * self.teacher_learning_rate_scale),
+            [schedule.optimizer(student) for student in students])
         return trainer, students

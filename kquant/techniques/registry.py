@@ -102,7 +102,8 @@ def prepare(model, techniques, context):
     if trainers:
         trainable, deployable = next(t for t in chosen if t.trains_models).build_trainer(model, context)
     else:
-        trainable, deployable = compile_classifier(model, optimizer=schedule.optimizer()), [model]
+        trainable = compile_classifier(model, optimizer=schedule.optimizer(model))
+        deployable = [model]
     callbacks = [c for t in chosen for c in t.callbacks(model, context)]
     # Snapping comes last: the techniques' own on_train_end put the models at their deployed
     # precision first.
