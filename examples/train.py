@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 from absl import app, flags, logging
 
@@ -210,7 +211,9 @@ def main(argv):
                                                  lambda bits: quantize(bits, bits))
     if FLAGS.save_model:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.save_model)), exist_ok=True)
-        model.save(FLAGS.save_model, include_optimizer=False)
+        with warnings.catch_warnings():  # .h5 is what --init_from loads; Keras calls it legacy
+            warnings.filterwarnings("ignore", "You are saving your model as an HDF5 file")
+            model.save(FLAGS.save_model, include_optimizer=False)
     record.update(keras_top1=round(keras_top1, 4), train_seconds=round(train_seconds, 1))
     if FLAGS.export_dir:
         import tflite_export

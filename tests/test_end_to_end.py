@@ -52,6 +52,7 @@ def test_float_then_calibrated_pact_from_the_saved_float_model(tmp_path):
                                  f"--export_dir={tmp_path}", "--epochs=4", *flags],
                                 capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "Warning" not in result.stderr, result.stderr[-3000:]
         return json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])
 
     float_path = str(tmp_path / "float.h5")
