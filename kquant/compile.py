@@ -3,6 +3,7 @@ schedule, restarted where a technique's stages begin."""
 import math
 
 from kquant.backend import keras, tf
+from kquant.quantizers.model_states import quantizer_variables
 from kquant.serialization import serializable
 
 
@@ -56,7 +57,8 @@ def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, res
                          "> 0 and weight_decay >= 0; got "
                          f"{epochs}, {steps_per_epoch}, {learning_rate}, {weight_decay}.")
     schedule = RestartingCosineDecay(learning_rate, epochs * steps_per_epoch, restart_steps)
-    optimizer = keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay or None)
+    optimizer = keras.optimizers.SGD(schedule, momentum=momentum,
+                                     weight_decay=weight_decay or None)
     optimizer.exclude_from_weight_decay(var_list=list(no_decay))
     return optimizer
 
@@ -73,8 +75,8 @@ def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, mo
         momentum: SGD momentum (ignored if `optimizer` is given).
         optimizer: a Keras optimizer to use instead of SGD with the cosine schedule.
         restart_steps: steps at which the cosine starts again.
-        weight_decay: decoupled weight decay of SGD (`cosine_sgd`; ignored if `optimizer` is
-            given).
+        weight_decay: decoupled weight decay of SGD (`cosine_sgd`) on the model's weights, not
+            on its quantizers' clips, steps and levels (ignored if `optimizer` is given).
 
     Returns:
         The model, compiled.
@@ -85,7 +87,7 @@ def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, mo
     """
     if optimizer is None:
         optimizer = cosine_sgd(learning_rate, epochs, steps_per_epoch, momentum, restart_steps,
-                               weight_decay)
+                               weight_decay, no_decay=quantizer_variables(model))
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])

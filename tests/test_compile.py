@@ -31,13 +31,16 @@ def test_schedule_weight_decay_reaches_every_trainer_and_shrinks_the_weights(dig
         assert trained_norm(0.2, technique) < 0.85 * trained_norm(0.0, technique), technique
 
 
-def test_weight_decay_leaves_the_quantizers_alone():
-    from kquant import techniques
+@pytest.mark.parametrize("make_optimizer", [
+    lambda model: kquant.techniques.Schedule(1, 10, 0.1, weight_decay=0.5).optimizer(model),
+    lambda model: kquant.compile_classifier(model, 0.1, 1, 10, weight_decay=0.5).optimizer,
+], ids=["schedule", "compile_classifier"])
+def test_weight_decay_leaves_the_quantizers_alone(make_optimizer):
     from kquant.quantizers.model_states import quantizer_variables
 
     model = kquant.quantize_model(tiny_cnn(), kquant.Recipe(
         weight_bits=2, activation_bits=2, weight_quantizer="lsq", activation_quantizer="pact"))
-    optimizer = techniques.Schedule(1, 10, 0.1, weight_decay=0.5).optimizer(model)
+    optimizer = make_optimizer(model)
     quantizers = quantizer_variables(model)
     names = {v.name.split("/")[-1] for v in quantizers}
     assert {"output_clip:0", "kernel_step:0"} <= names, names

@@ -80,7 +80,8 @@ def quantizer_variables(model):
     or not, as their `build`s returned them."""
     found = []
     for wrapper in quantize_wrappers(model):
-        built = [variables for _, _, variables in wrapper._weight_vars]  # pylint: disable=protected-access
+        # pylint: disable=protected-access
+        built = [variables for _, _, variables in wrapper._weight_vars]
         built.append(getattr(wrapper, "_output_quantizer_vars", {}))
         found += [v for variables in built for v in variables.values()
                   if isinstance(v, tf.Variable) and v.trainable]
