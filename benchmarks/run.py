@@ -130,6 +130,11 @@ def main(argv):
     float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
     kquant.compile_classifier(float_model)
     float_top1 = float(float_model.evaluate(data.test, verbose=0)[1])
+    if not FLAGS.limit:  # a smoke run's subset says little of the float model
+        try:
+            suites.check_float_start(FLAGS.suite, float_top1)
+        except ValueError as error:
+            raise app.UsageError(str(error))
 
     def float_speed():
         """Float training images/s now, on a copy: the reference of each run's ratio."""

@@ -43,6 +43,15 @@ def test_reduced_mnist_suite_stays_above_its_accuracy_floor(tmp_path):
         assert records[method]["float_tflite_bytes"] / records[method]["tflite_bytes"] > 3.0
 
 
+def test_the_long_suite_refuses_a_float_start_below_its_floor():
+    from benchmarks import suites
+
+    with pytest.raises(ValueError, match=r"at least 90.00%.*has 87.14%.*float_resnet20_strong"):
+        suites.check_float_start("cifar10-resnet20-long", 0.8714)
+    suites.check_float_start("cifar10-resnet20-long", 0.9012)
+    suites.check_float_start("cifar10-resnet20", 0.8535)  # the 4-epoch suite has no floor
+
+
 def test_technique_combinations_build_on_the_named_quantizer_method():
     from benchmarks.methods import METHODS, method
 
