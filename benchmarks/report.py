@@ -135,6 +135,16 @@ def _cell(record, column):
     return str(value)
 
 
+def protocol(rows):
+    """The suite's training protocol, as its rows record it: QAT epochs and weight decay."""
+    trained = [r for r in rows if r["method"] != "float"]
+    epochs = ", ".join(str(e) for e in sorted({r["epochs"] for r in trained}))
+    decays = sorted({r.get("weight_decay") or 0.0 for r in trained})
+    decay = ("none" if decays == [0.0] else ", ".join(f"{d:g}" for d in decays) +
+             " (SGD's decoupled decay, not on quantizer variables)")
+    return f"Training from the float model: {epochs} epochs; weight decay {decay}."
+
+
 def allowed_drops(record):
     """{weight bits: the largest drop in points the benchmark issues allow}: tighter at 4 bits
     against a float model fine-tuned the same epochs (the long protocol, issue 17)."""
@@ -456,7 +466,7 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
         dataset = rows[0]["dataset"]
         label = "CIFAR-10 (JPEG q75 copy)" if dataset == "cifar10" else dataset
         lines += ["", f"## {suite}: {rows[0]['model']} on {label}", "",
-                  f"![accuracy against bits]({suite}.png)", "",
+                  protocol(rows), "", f"![accuracy against bits]({suite}.png)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
         lines += ["| " + " | ".join(_cell(r, c) for c in COLUMNS) + " |" for r in rows]
         measured = [r for r in rows if r.get("keras_top1") is not None]

@@ -138,7 +138,8 @@ def test_best_kquant_row_and_best_peer_at_each_bit_width_with_their_costs(tmp_pa
 
 
 def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
-    row = dict(suite="s", seed=0, float_top1=0.90, epochs=30, train_throughput_ratio=0.5)
+    row = dict(suite="s", seed=0, float_top1=0.90, epochs=30, train_throughput_ratio=0.5,
+               weight_decay=5e-3)
     write(tmp_path / "s.jsonl", [
         dict(row, method="float", weight_bits=32, activation_bits=32, keras_top1=0.90, epochs=0),
         dict(row, method="float-finetuned", weight_bits=32, activation_bits=32, keras_top1=0.91),
@@ -157,6 +158,9 @@ def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
     assert "W4A4 within 0.5 point of the fine-tuned float" in report.goals_heading(rows)
     [line] = [l for l in report.best_at_each_bit_width(rows, []) if l.startswith("| W2A2")]
     assert "| 88.50 | +2.50 |" in line
+    assert report.protocol(rows) == ("Training from the float model: 30 epochs; weight decay "
+                                      "0.005 (SGD's decoupled decay, not on quantizer variables).")
+    assert report.protocol([dict(r, weight_decay=None) for r in rows]).endswith("decay none.")
 
 
 def test_weight_storage_rows_stay_apart_and_say_whether_the_size_goal_is_met(tmp_path):
