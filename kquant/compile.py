@@ -29,7 +29,9 @@ class RestartingCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         step = tf.minimum(tf.cast(step, tf.float32), float(self.total_steps))
         segment = tf.clip_by_value(tf.searchsorted(edges, [step], side="right")[0] - 1, 0,
                                    len(self.restart_steps))
-        start, end = edges[segment], edges[segment + 1]
+        # gather, not edges[segment]: XLA's strided slice wants constant bounds, which would
+        # make a jit-compiled train step recompile at every step.
+        start, end = tf.gather(edges, segment), tf.gather(edges, segment + 1)
         return self.initial * 0.5 * (1.0 + tf.cos(math.pi * (step - start) / (end - start)))
 
     def get_config(self):

@@ -54,6 +54,19 @@ def test_weight_decay_leaves_the_quantizers_alone(make_optimizer):
                                        err_msg=variable.name)
 
 
+def test_the_cosine_schedule_compiles_once_for_xla_whatever_the_step():
+    schedule = kquant.compile.RestartingCosineDecay(0.1, 100, [40])
+    rate = tf.function(schedule, jit_compile=True)
+    # The step must not become a compile-time constant (a jit-compiled train step would
+    # recompile at every step): the program is the same for any step.
+    programs = {rate.experimental_get_compiler_ir(tf.constant(step))(stage="hlo")
+                for step in (5, 50)}
+    assert len(programs) == 1
+    for step in (0, 39, 40, 70, 100):
+        assert float(rate(tf.constant(step))) == pytest.approx(float(schedule(step)), rel=1e-6)
+    assert float(rate(tf.constant(40))) == pytest.approx(0.1)
+
+
 def test_negative_weight_decay_is_refused():
     with pytest.raises(ValueError, match="weight_decay >= 0"):
         kquant.cosine_sgd(0.1, weight_decay=-1e-4)
