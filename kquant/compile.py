@@ -40,15 +40,16 @@ class RestartingCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, restart_steps=(),
-               weight_decay=0.0, no_decay=()):
+               weight_decay=0.0, model=None):
     """SGD with momentum whose learning rate decays to 0 along a cosine, over the whole run or
     within each segment between `restart_steps` (`RestartingCosineDecay`).
 
     `weight_decay` is Keras's decoupled decay (Loshchilov & Hutter, arXiv 1711.05101): after each
-    step every trainable variable v but those in `no_decay` becomes v - lr * weight_decay * v,
-    outside the momentum. With momentum 0.9 its pull matches an L2 penalty's weight decay
-    (PyTorch's SGD, He et al.) of a tenth as much: 5e-3 here is the 5e-4 of the usual CIFAR
-    recipes.
+    step every trainable variable v becomes v - lr * weight_decay * v, outside the momentum,
+    except the quantizer variables (clips, steps, levels) of `model`, the model it will train:
+    decay regularizes the network, not the number format it is stored in. With momentum 0.9
+    its pull matches an L2 penalty's weight decay (PyTorch's SGD, He et al.) of a tenth as
+    much: 5e-3 here is the 5e-4 of the usual CIFAR recipes.
 
     Raises:
         ValueError: if epochs, steps or learning rate are not positive, or weight decay is
@@ -61,7 +62,8 @@ def cosine_sgd(learning_rate=0.1, epochs=1, steps_per_epoch=1, momentum=0.9, res
     schedule = RestartingCosineDecay(learning_rate, epochs * steps_per_epoch, restart_steps)
     optimizer = keras.optimizers.SGD(schedule, momentum=momentum,
                                      weight_decay=weight_decay or None)
-    optimizer.exclude_from_weight_decay(var_list=list(no_decay))
+    if model is not None:
+        optimizer.exclude_from_weight_decay(var_list=quantizer_variables(model))
     return optimizer
 
 
@@ -89,7 +91,7 @@ def compile_classifier(model, learning_rate=0.1, epochs=1, steps_per_epoch=1, mo
     """
     if optimizer is None:
         optimizer = cosine_sgd(learning_rate, epochs, steps_per_epoch, momentum, restart_steps,
-                               weight_decay, no_decay=quantizer_variables(model))
+                               weight_decay, model)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])

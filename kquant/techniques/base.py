@@ -5,7 +5,6 @@ from typing import Any, Callable, List, Optional, Tuple
 from kquant import precision
 from kquant.backend import keras
 from kquant.compile import cosine_sgd
-from kquant.quantizers.model_states import quantizer_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,12 +28,11 @@ class Schedule:
 
     def optimizer(self, model, learning_rate=None):
         """A new SGD with this schedule (`kquant.cosine_sgd`) for `model`, from `learning_rate`
-        if given. Weight decay leaves the model's quantizers (clips, steps, levels) alone: it
-        regularizes the network, not the number format it is stored in."""
+        if given (weight decay leaves the model's quantizer variables alone)."""
         rate = self.learning_rate if learning_rate is None else learning_rate
         return cosine_sgd(rate, self.epochs, self.steps_per_epoch,
                           restart_steps=self.restart_steps, weight_decay=self.weight_decay,
-                          no_decay=quantizer_variables(model))
+                          model=model)
 
 
 @dataclasses.dataclass
