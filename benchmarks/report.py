@@ -9,6 +9,9 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import float_starts  # noqa: E402
 METHOD_DESCRIPTIONS = {
     "float": "the float model every run starts from (float32 TFLite)",
     "float-finetuned": "the float model trained the same epochs on the same schedule as the QAT "
@@ -460,6 +463,13 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
              "TFLite bytes over this model's bytes. `drop` is float top-1 minus this model's Keras "
              "top-1, in points.", "", "Methods:", ""]
     lines += [f"- `{name}`: {text}" for name, text in METHOD_DESCRIPTIONS.items()]
+    trained = float_starts.logs(ROOT)
+    if trained:
+        lines += ["", "## Float starts", "", "The float models the suites start from, from the "
+                  "logs of `benchmarks/train_float_*.sh` (test top-1 after each epoch; the long "
+                  "suite starts from `resnet20_cifar10_float_strong`):", "",
+                  "![float training curves](float-starts.png)", ""] + float_starts.table(trained)
+        float_starts.plot(trained, os.path.join(ROOT, "docs", "float-starts.png"))
     for suite, rows in sorted(records.items()):
         mark_finetuned_reference(rows)
         rows.sort(key=lambda r: (r["method"] != "float", r["method"], -r["weight_bits"]))

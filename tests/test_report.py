@@ -184,3 +184,25 @@ def test_weight_storage_rows_stay_apart_and_say_whether_the_size_goal_is_met(tmp
     assert "3.50x |" in lines[1]  # the size goal is for packed storage
     assert "5.50x (goal 6x: NO)" in lines[2]
     assert "not stored: codes span -15..15" in lines[3] and lines[3].count("|") == lines[0].count("|")
+
+
+def test_float_training_logs_keep_the_last_run_of_each_epoch_and_skip_unfinished_ones(tmp_path):
+    from benchmarks import float_starts
+
+    line = "391/391 - 87s - loss: {l} - accuracy: {a} - val_loss: 0.7 - val_accuracy: {v} - 87s/epoch"
+    log = tmp_path / "benchmarks" / "checkpoints" / "m_float.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("\n".join([
+        "# a comment line", "Epoch 1/3", line.format(l=1.5, a=0.4, v=0.5),
+        "Epoch 2/3", line.format(l=1.0, a=0.6, v=0.62),
+        "Epoch 3/3",  # the sitting ended here; the next one resumed from epoch 2's backup
+        "Epoch 3/3", line.format(l=0.9, a=0.7, v=0.61)]) + "\n")
+    (tmp_path / "benchmarks" / "checkpoints" / "empty_float.log").write_text("Epoch 1/9\n")
+    found = float_starts.logs(str(tmp_path))
+    assert list(found) == ["m_float"]
+    planned, epochs = found["m_float"]
+    assert planned == 3 and sorted(epochs) == [1, 2, 3]
+    assert epochs[3] == dict(loss=0.9, accuracy=0.7, val_loss=0.7, val_accuracy=0.61)
+    assert float_starts.table(found)[2] == "| `m_float.log` | 3 of 3 | 61.00 | 62.00 (2) | 70.00 |"
+    float_starts.plot(found, str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").stat().st_size > 1000
