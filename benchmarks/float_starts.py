@@ -47,8 +47,9 @@ def logs(root):
 
 
 def table(found):
-    """Markdown table rows: epochs run of planned, last and best test top-1, last train top-1."""
-    lines = ["| training log | epochs | last test top-1 | best test top-1 (epoch) | "
+    """Markdown table rows: epochs logged of those planned (a lost sitting leaves a gap), last
+    and best test top-1, last train top-1."""
+    lines = ["| training log | epochs logged | last test top-1 | best test top-1 (epoch) | "
              "last train top-1 |", "| --- | --- | --- | --- | --- |"]
     for name, (planned, epochs) in found.items():
         last = epochs[max(epochs)]
