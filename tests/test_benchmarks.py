@@ -46,9 +46,9 @@ def test_reduced_mnist_suite_stays_above_its_accuracy_floor(tmp_path):
 def test_the_long_suite_refuses_a_float_start_below_its_floor():
     from benchmarks import suites
 
-    with pytest.raises(ValueError, match=r"at least 90.00%.*has 87.14%.*float_resnet20_strong"):
+    with pytest.raises(ValueError, match=r"at least 89.00%.*has 87.14%.*float_resnet20_strong"):
         suites.check_float_start("cifar10-resnet20-long", 0.8714)
-    suites.check_float_start("cifar10-resnet20-long", 0.9012)
+    suites.check_float_start("cifar10-resnet20-long", 0.8906)
     suites.check_float_start("cifar10-resnet20", 0.8535)  # the 4-epoch suite has no floor
 
 
