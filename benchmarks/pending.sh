@@ -29,14 +29,15 @@ run() {  # suite, then run.py's other flags
 PEERS="re-run with each peer configured as its documentation recommends, configuration recorded (issue 17)"
 
 # Issue 17: the stronger float start; the peers at their best on the 4-epoch suite (an hour,
-# so they land before the long rows); then the long protocol at W2A2 (float fine-tuned, both
-# plain QAT rows, LSQ, the short suite's best quantizer setups, LSQ with its best technique).
+# so they land before the long rows); then the long protocol at W2A2, most telling first: float
+# fine-tuned (the reference), plain QAT, the short suite's best quantizers (LSQ+, LSQ,
+# direct levels with channel-aware), LSQ with its best technique, plain per-channel QAT.
 [ -f benchmarks/checkpoints/resnet20_cifar10_float_strong.h5 ] \
   || step bash benchmarks/train_float_resnet20_strong.sh
 run cifar10-resnet20 --bits=4,2 --methods=qkeras,larq,tfmot-nbit --supersede="$PEERS"
 run cifar10-resnet20 --bits=W1A1 --methods=larq,qkeras --supersede="$PEERS"
 run cifar10-resnet20-long --bits=2 --methods=float-finetuned,kquant-pact-calibrated,\
-pact-calibrated-per-channel,lsq,direct-levels+channel-aware,lsq-plus,two-stage+lsq
+lsq-plus,lsq,direct-levels+channel-aware,two-stage+lsq,pact-calibrated-per-channel
 # Issue 17: the long protocol at W4A4, then paper 1's techniques at W2A2 on the stronger plain
 # (per-channel) row.
 run cifar10-resnet20-long --bits=4 --methods=kquant-pact-calibrated,\
