@@ -9,6 +9,8 @@ import glob
 import os
 import re
 
+from benchmarks import figures
+
 EPOCH = re.compile(r"^Epoch (\d+)/(\d+)")
 METRICS = re.compile(r" - (\w+): ([0-9.]+)")
 LOG_PATTERNS = ("benchmarks/results/*float*.log", "benchmarks/checkpoints/*float*.log")
@@ -63,21 +65,13 @@ def table(found):
 
 def plot(found, path):
     """Test (solid) and train (dotted) top-1 per epoch, one colour per log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for (name, (_, epochs)), color in zip(found.items(), plt.get_cmap("tab10").colors):
-        x = sorted(epochs)
-        ax.plot(x, [100 * epochs[e]["val_accuracy"] for e in x], color=color, label=name)
-        ax.plot(x, [100 * epochs[e]["accuracy"] for e in x], color=color, linestyle=":")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("top-1 (%): test solid, train dotted")
-    ax.set_ylim(40, 100)
-    ax.set_title("float starts")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figures.figure(path, figsize=(7.5, 4.5)) as (plt, fig, ax):
+        for (name, (_, epochs)), color in zip(found.items(), plt.get_cmap("tab10").colors):
+            x = sorted(epochs)
+            ax.plot(x, [100 * epochs[e]["val_accuracy"] for e in x], color=color, label=name)
+            ax.plot(x, [100 * epochs[e]["accuracy"] for e in x], color=color, linestyle=":")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top-1 (%): test solid, train dotted")
+        ax.set_ylim(40, 100)
+        ax.set_title("float starts")
+        ax.legend(fontsize=7, loc="lower right")

@@ -11,7 +11,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks import float_starts  # noqa: E402
+from benchmarks import figures, float_starts  # noqa: E402
 METHOD_DESCRIPTIONS = {
     "float": "the float model every run starts from (float32 TFLite)",
     "float-finetuned": "the float model trained the same epochs on the same schedule as the QAT "
@@ -262,31 +262,23 @@ def weight_storage(rows):
 
 def plot_weight_storage(suite, rows, path):
     """Bars: each stored model's size and XNNPACK / built-in latency against float TFLite."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in rows if not r.get("unavailable")]
     labels = [f"{r['method']}\nW{r['weight_bits']} {r['weight_storage']}" for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].bar(labels, [r["size_ratio"] for r in rows], color="tab:blue")
-    axes[0].set_ylabel("float TFLite bytes / bytes")
-    width = 0.4
-    for i, (runtime, color) in enumerate((("xnnpack", "tab:orange"), ("builtin", "tab:green"))):
-        axes[1].bar([x + (i - 0.5) * width for x in range(len(rows))],
-                    [r[f"latency_vs_float_{runtime}"] for r in rows], width, color=color,
-                    label=runtime)
-    axes[1].axhline(1.0, color="gray", linestyle="--")
-    axes[1].set_xticks(range(len(rows)), labels)
-    axes[1].set_ylabel("batch-1 latency / float TFLite's")
-    axes[1].legend(fontsize=8)
-    for ax in axes:
-        ax.tick_params(axis="x", labelsize=6, rotation=60)
-    fig.suptitle(f"{suite}: weight storage")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figures.figure(path, 1, 2, figsize=(11, 4)) as (plt, fig, axes):
+        axes[0].bar(labels, [r["size_ratio"] for r in rows], color="tab:blue")
+        axes[0].set_ylabel("float TFLite bytes / bytes")
+        width = 0.4
+        for i, (runtime, color) in enumerate((("xnnpack", "tab:orange"), ("builtin", "tab:green"))):
+            axes[1].bar([x + (i - 0.5) * width for x in range(len(rows))],
+                        [r[f"latency_vs_float_{runtime}"] for r in rows], width, color=color,
+                        label=runtime)
+        axes[1].axhline(1.0, color="gray", linestyle="--")
+        axes[1].set_xticks(range(len(rows)), labels)
+        axes[1].set_ylabel("batch-1 latency / float TFLite's")
+        axes[1].legend(fontsize=8)
+        for ax in axes:
+            ax.tick_params(axis="x", labelsize=6, rotation=60)
+        fig.suptitle(f"{suite}: weight storage")
 
 
 PLAIN_QAT = "kquant-pact-calibrated"  # the step-time reference
@@ -415,35 +407,27 @@ def _largest_parts(method, bits, groups):
 
 
 def plot(suite, records, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    float_top1 = records[0]["float_top1"]
-    ax.axhline(100 * float_top1, color="gray", linestyle="--", label="float")
-    for r in records:
-        if r["method"] == FINETUNED:
-            ax.axhline(100 * r["keras_top1"], color="black", linestyle=":", label=FINETUNED)
-            break
+    finetuned = next((r for r in records if r["method"] == FINETUNED), None)
     by_method = collections.defaultdict(list)
     for r in records:
         if r["method"] not in ("float", FINETUNED):  # rows with other activation bits get a line of their own
             label = r["method"] + ("" if r["activation_bits"] == r["weight_bits"]
                                    else f" (A{r['activation_bits']})")
             by_method[label].append((r["weight_bits"], 100 * r["keras_top1"]))
-    colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
-    for i, (method, points) in enumerate(sorted(by_method.items())):
-        points.sort()
-        ax.plot(*zip(*points), marker="os^Dv"[i % 5], color=colors[i % len(colors)], label=method)
-    ax.set_xlabel("bits (weights = activations)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(suite)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figures.figure(path, figsize=(7.5, 4.5)) as (plt, fig, ax):
+        ax.axhline(100 * records[0]["float_top1"], color="gray", linestyle="--", label="float")
+        if finetuned:
+            ax.axhline(100 * finetuned["keras_top1"], color="black", linestyle=":",
+                       label=FINETUNED)
+        colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
+        for i, (method, points) in enumerate(sorted(by_method.items())):
+            points.sort()
+            ax.plot(*zip(*points), marker="os^Dv"[i % 5], color=colors[i % len(colors)],
+                    label=method)
+        ax.set_xlabel("bits (weights = activations)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(suite)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
