@@ -64,7 +64,8 @@ METHOD_DESCRIPTIONS = {
            "(`TwoStepQuantization`)",
     "tsq+finetune": "TSQ with the last quarter of the epochs fine-tuning the ternary network",
     "tfmot-8bit": "TF-MOT's default 8-bit QAT (W8A8 only)",
-    "tfmot-nbit": "TF-MOT's experimental n-bit scheme (`DefaultNBitQuantizeScheme`)",
+    "tfmot-nbit": "TF-MOT's experimental n-bit scheme (`DefaultNBitQuantizeScheme`), which "
+                  "quantizes every layer and the input image (at the activation bits)",
     "qkeras": "QKeras as its documentation recommends: quantized_bits weights with "
               "alpha=\"auto_po2\", quantized_relu activations with AutoQKeras's integer bits "
               "(before 2026-11-26: alpha=1 and a [0, 1) relu, which rounded most weights to 0)",
