@@ -36,6 +36,7 @@ PEERS="re-run with each peer configured as its documentation recommends, configu
   || step bash benchmarks/train_float_resnet20_strong.sh
 run cifar10-resnet20 --bits=4,2 --methods=qkeras,larq,tfmot-nbit --supersede="$PEERS"
 run cifar10-resnet20 --bits=W1A1 --methods=larq,qkeras --supersede="$PEERS"
+run mnist-cnn --bits=4,2 --methods=qkeras,larq --supersede="$PEERS"
 run cifar10-resnet20-long --bits=2 --methods=float-finetuned,kquant-pact-calibrated,\
 lsq-plus,lsq,direct-levels+channel-aware,two-stage+lsq,pact-calibrated-per-channel
 # Issue 17: the long protocol at W4A4, then paper 1's techniques at W2A2 on the stronger plain
