@@ -452,9 +452,9 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
     if trained:
         lines += ["", "## Float starts", "", "The float models the suites start from, from the "
                   "logs of `benchmarks/train_float_*.sh` (test top-1 after each epoch; the long "
-                  "suite starts from `resnet20_cifar10_float_strong`; issue 17 asked for 90% top-1 there, "
-                  "which neither recipe reached on the JPEG copy, so the long suite's rows start "
-                  "from the best one, below the issue's 90%):", "",
+                  "suite starts from `resnet20_cifar10_float_strong`; issue 17 asked for 90% "
+                  "top-1 there, which neither recipe reached on the JPEG copy, so the long "
+                  "suite's rows start from the best one, below the issue's 90%):", "",
                   "![float training curves](float-starts.png)", ""] + float_starts.table(trained)
         float_starts.plot(trained, os.path.join(ROOT, "docs", "float-starts.png"))
     for suite, rows in sorted(records.items()):
