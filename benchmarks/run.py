@@ -125,6 +125,18 @@ def main(argv):
     epochs = FLAGS.epochs or suite["epochs"]
     results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", f"{FLAGS.suite}.jsonl")
     os.makedirs(os.path.dirname(results), exist_ok=True)
+    done = _done(results, FLAGS.supersede)
+    rows = []
+    for name in FLAGS.methods:
+        chosen = method(name)
+        for bits, activation_bits in ([chosen.fixed_bits] if chosen.fixed_bits
+                                      else bit_pairs(FLAGS.bits)):
+            if (name, bits, activation_bits, epochs, FLAGS.seed) in done:
+                print(f"skip {name} W{bits}A{activation_bits}: already in {results}")
+            else:
+                rows.append((name, chosen, bits, activation_bits))
+    if not rows and ("float", 32, 32, 0, FLAGS.seed) in _done(results):
+        return  # nothing to run: no need to load the data or train the float model
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
     float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
@@ -146,7 +158,6 @@ def main(argv):
     representative = data.train.take(2)
     exact_examples = FLAGS.exact_examples or suite.get("exact_examples", 10_000)
     training_steps = epochs * data.steps_per_epoch
-    done = _done(results, FLAGS.supersede)
     command = "python " + " ".join(sys.argv)
     common = dict(suite=FLAGS.suite, dataset=suite["dataset"], model=suite["model"], seed=FLAGS.seed,
                   float_top1=round(float_top1, 4), float_tflite_bytes=len(float_tflite),
@@ -163,46 +174,40 @@ def main(argv):
                           "latency_ratio_2threads": 1.0,
                           "note": "float TFLite (not integer); epochs 0: the starting checkpoint",
                           **provenance})
-    for name in FLAGS.methods:
-        chosen = method(name)
-        for bits, activation_bits in ([chosen.fixed_bits] if chosen.fixed_bits
-                                      else bit_pairs(FLAGS.bits)):
-            if (name, bits, activation_bits, epochs, FLAGS.seed) in done:
-                print(f"skip {name} W{bits}A{activation_bits}: already in {results}")
-                continue
-            keras.utils.set_random_seed(FLAGS.seed)
-            record = dict(common, method=name, weight_bits=bits, activation_bits=activation_bits,
-                          epochs=epochs, note=chosen.note)
-            try:
-                if chosen.configuration is not None:
-                    record["configuration"] = chosen.configuration(bits, activation_bits)
-                model = chosen.quantized(float_model, bits, activation_bits, data.train,
-                                         training_steps)
-            except ImportError as error:
-                print(f"skip {name}: {error}")
-                continue
-            except Unavailable as error:  # a peer that cannot run here: the row says why
-                _append(results, {**record, "keras_top1": None, "unavailable": str(error),
-                                  **provenance}, FLAGS.supersede)
-                continue
-            reference_speed = float_speed()  # just before, so both see the same machine load
-            keras_top1, speed, measured = suites.train(
-                model, data, suite, epochs, chosen.techniques, float_model,
-                lambda other: chosen.quantized(float_model, other, other, data.train,
-                                               training_steps), FLAGS.seed,
-                backup_dir=FLAGS.backup_dir and os.path.join(
-                    os.path.expanduser(FLAGS.backup_dir),
-                    f"{FLAGS.suite}-{name}-W{bits}A{activation_bits}-seed{FLAGS.seed}"))
-            record.update(keras_top1=round(keras_top1, 4),
-                          train_throughput_ratio=round(speed / reference_speed, 3)
-                          if speed and reference_speed else None, tflite_top1=None,
-                          tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
-                          latency_ratio_2threads=None, **measured)
-            if chosen.export is not None:
-                record.update(_export_fields(chosen, model, representative, data, float_latency,
-                                             exact_examples))
-                _keep_if_inexact(record, model, FLAGS.inexact_dir)
-            _append(results, {**record, **provenance}, FLAGS.supersede)
+    for name, chosen, bits, activation_bits in rows:
+        keras.utils.set_random_seed(FLAGS.seed)
+        record = dict(common, method=name, weight_bits=bits, activation_bits=activation_bits,
+                      epochs=epochs, note=chosen.note)
+        try:
+            if chosen.configuration is not None:
+                record["configuration"] = chosen.configuration(bits, activation_bits)
+            model = chosen.quantized(float_model, bits, activation_bits, data.train,
+                                     training_steps)
+        except ImportError as error:
+            print(f"skip {name}: {error}")
+            continue
+        except Unavailable as error:  # a peer that cannot run here: the row says why
+            _append(results, {**record, "keras_top1": None, "unavailable": str(error),
+                              **provenance}, FLAGS.supersede)
+            continue
+        reference_speed = float_speed()  # just before, so both see the same machine load
+        keras_top1, speed, measured = suites.train(
+            model, data, suite, epochs, chosen.techniques, float_model,
+            lambda other: chosen.quantized(float_model, other, other, data.train,
+                                           training_steps), FLAGS.seed,
+            backup_dir=FLAGS.backup_dir and os.path.join(
+                os.path.expanduser(FLAGS.backup_dir),
+                f"{FLAGS.suite}-{name}-W{bits}A{activation_bits}-seed{FLAGS.seed}"))
+        record.update(keras_top1=round(keras_top1, 4),
+                      train_throughput_ratio=round(speed / reference_speed, 3)
+                      if speed and reference_speed else None, tflite_top1=None,
+                      tflite_bytes=None, agreement=None, latency_ratio_1thread=None,
+                      latency_ratio_2threads=None, **measured)
+        if chosen.export is not None:
+            record.update(_export_fields(chosen, model, representative, data, float_latency,
+                                         exact_examples))
+            _keep_if_inexact(record, model, FLAGS.inexact_dir)
+        _append(results, {**record, **provenance}, FLAGS.supersede)
 
 
 def _export_fields(chosen, model, representative, data, float_latency, exact_examples):

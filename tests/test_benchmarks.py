@@ -96,6 +96,28 @@ def test_a_rerun_supersedes_the_rows_it_replaces_once_it_lands(tmp_path):
     assert ("qkeras", 4, 4, 4, 0) not in _done(path, "new setup")
 
 
+def test_a_run_whose_rows_all_landed_loads_no_data(tmp_path):
+    from benchmarks.suites import SUITES
+
+    path = tmp_path / "s.jsonl"
+    landed = dict(suite="cifar10-resnet20", seed=0, keras_top1=0.8)
+    path.write_text("".join(json.dumps(dict(landed, **row)) + "\n" for row in (
+        dict(method="float", weight_bits=32, activation_bits=32, epochs=0),
+        dict(method="kquant-pact", weight_bits=4, activation_bits=4,
+             epochs=SUITES["cifar10-resnet20"]["epochs"]))))
+    before = path.read_text()
+    # An empty datasets folder: loading CIFAR-10 (or its float model) would fail.
+    empty = tmp_path / "no-datasets"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--suite=cifar10-resnet20",
+         "--methods=kquant-pact", "--bits=4", f"--results={path}"], capture_output=True,
+        text=True, timeout=300, env=dict(os.environ, KQUANT_DATASETS=str(empty)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skip kquant-pact W4A4: already in {path}" in result.stdout
+    assert path.read_text() == before
+
+
 def test_the_pending_runs_name_known_suites_methods_and_bits():
     import re
 
