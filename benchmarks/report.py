@@ -30,6 +30,8 @@ METHOD_DESCRIPTIONS = {
                                           "in, statistics frozen after half the steps",
     "lsq": "kquant, LSQ learned steps for weights (per channel) and activations, started from "
            "the float model with the paper's 2 mean|v| / sqrt(Q_P)",
+    "lsq-plus": "kquant, LSQ weights (per channel) and LSQ+ activations (learned step and "
+                "offset in place of the ReLU, MSE start from the float model)",
     "direct-levels": "kquant, learnable weight levels per output channel with direct code "
                      "updates (`weight_quantizer=\"direct-levels\"`) + PACT activations, calibrated",
     "channel-aware": "kquant, DoReFa weights + channel-aware activation clips (mean per-channel "
@@ -74,6 +76,22 @@ METHOD_DESCRIPTIONS = {
             "float",
     "mct-qat": "Sony's model-compression-toolkit QAT",
 }
+
+
+def method_descriptions(names):
+    """The described methods, then each other method of `names`: a technique joined with '+' to
+    a quantizer method (benchmarks.methods.method's rule), described by its two parts."""
+    described = dict(METHOD_DESCRIPTIONS)
+    for name in sorted(set(names) - set(described)):
+        parts = name.split("+")
+        split = next((i for i in range(1, len(parts)) if "+".join(parts[i:]) in described), None)
+        if split is not None:
+            described[name] = (f"`{'+'.join(parts[:split])}`'s training on the "
+                               f"`{'+'.join(parts[split:])}` model in place of "
+                               "kquant-pact-calibrated")
+    return described
+
+
 PEERS = ("tfmot-8bit", "tfmot-nbit", "qkeras", "larq", "mct-qat")
 COLUMNS = ["method", "weight_bits", "activation_bits", "epochs", "seed", "keras_top1", "tflite_top1",
            "drop", "agreement", "train_throughput_ratio", "tflite_bytes", "size_ratio",
@@ -447,7 +465,8 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
              "latency against the float TFLite model (below 1 is faster); `size_ratio` is float "
              "TFLite bytes over this model's bytes. `drop` is float top-1 minus this model's Keras "
              "top-1, in points.", "", "Methods:", ""]
-    lines += [f"- `{name}`: {text}" for name, text in METHOD_DESCRIPTIONS.items()]
+    lines += [f"- `{name}`: {text}" for name, text in method_descriptions(
+        r["method"] for rows in records.values() for r in rows).items()]
     trained = float_starts.logs(ROOT)
     if trained:
         lines += ["", "## Float starts", "", "The float models the suites start from, from the "

@@ -206,3 +206,20 @@ def test_float_training_logs_keep_the_last_run_of_each_epoch_and_skip_unfinished
     assert float_starts.table(found)[2] == "| `m_float.log` | 3 of 3 | 61.00 | 62.00 (2) | 70.00 |"
     float_starts.plot(found, str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_every_method_run_or_pending_is_described():
+    import glob
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = open(os.path.join(root, "benchmarks", "pending.sh")).read().replace("\\\n", "")
+    names = {n for found in re.findall(r"--methods=(\S+)", script) for n in found.split(",")}
+    for path in glob.glob(os.path.join(root, "benchmarks", "results", "*.jsonl")):
+        names |= {json.loads(line)["method"] for line in open(path) if line.strip()}
+    described = report.method_descriptions(names)
+    assert names <= set(described), names - set(described)
+    assert described["two-stage+lsq"] == ("`two-stage`'s training on the `lsq` model in place of "
+                                          "kquant-pact-calibrated")
+    assert "two-stage+lsq" not in report.method_descriptions(["lsq"])
