@@ -27,6 +27,7 @@ from benchmarks import suites  # noqa: E402
 from benchmarks.measure import tflite_latency  # noqa: E402
 from benchmarks.methods import METHODS, Unavailable, method  # noqa: E402
 from kquant.backend import keras  # noqa: E402
+from kquant.quiet import without_retracing_warnings  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "mnist-cnn", list(suites.SUITES), "Which suite.")
@@ -261,4 +262,6 @@ def _keep_if_inexact(record, model, folder):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    # Each row is a new model, so TensorFlow's retracing warning blames nothing real here.
+    with without_retracing_warnings():
+        app.run(main)
