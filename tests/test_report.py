@@ -226,6 +226,6 @@ def test_every_method_run_or_pending_is_described():
         names |= {json.loads(line)["method"] for line in open(path) if line.strip()}
     described = report.method_descriptions(names)
     assert names <= set(described), names - set(described)
-    assert described["two-stage+lsq"] == ("`two-stage`'s training on the `lsq` model in place of "
-                                          "kquant-pact-calibrated")
+    assert report.method_descriptions(["two-stage+lsq"])["two-stage+lsq"] == (
+        "`two-stage`'s training on the `lsq` model in place of kquant-pact-calibrated")
     assert "two-stage+lsq" not in report.method_descriptions(["lsq"])
