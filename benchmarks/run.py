@@ -136,7 +136,8 @@ def main(argv):
                 print(f"skip {name} W{bits}A{activation_bits}: already in {results}")
             else:
                 rows.append((name, chosen, bits, activation_bits))
-    if not rows and ("float", 32, 32, 0, FLAGS.seed) in _done(results):
+    float_landed = ("float", 32, 32, 0, FLAGS.seed) in _done(results)  # never re-run
+    if not rows and float_landed:
         return  # nothing to run: no need to load the data or train the float model
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
@@ -166,7 +167,7 @@ def main(argv):
     provenance = dict(command=command, commit=suites.commit(), versions=_versions(),
                       python=platform.python_version(),
                       date=datetime.date.today().isoformat())
-    if ("float", 32, 32, 0, FLAGS.seed) not in _done(results):  # the start, never re-run
+    if not float_landed:  # the start
         float_report = tflite_export.verify(float_tflite, float_model, data.test)
         _append(results, {**common, "method": "float", "weight_bits": 32, "activation_bits": 32,
                           "epochs": 0, "keras_top1": round(float_top1, 4), "tflite_top1": round(
