@@ -530,11 +530,13 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
                       "XNNPACK partitions |", "|" + " --- |" * 12] + weight_storage(stored)
             plot_weight_storage(suite, stored, os.path.join(ROOT, "docs", f"{suite}-storage.png"))
         timed = step_times.get(suite, [])
-        compared = against_plain_qat(measured, timed)
+        compared = against_plain_qat(measured, costs)
         if compared:
             lines += ["", "Techniques and new quantizers against the strongest plain QAT row at "
                       f"their bits (of {', '.join(f'`{p}`' for p in PLAIN_ROWS)}), the papers' "
-                      "claim:", ""] + compared
+                      "claim" + ("" if steps_from == suite else
+                                 f" (step times measured on `{steps_from}`'s steps)") + ":",
+                      ""] + compared
         spread = step_time_spread(timed)
         if timed:
             lines += ["", "Median training step time against plain QAT, measured in one process "

@@ -164,6 +164,10 @@ def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
     assert report.step_times_of("s", timed) == ([], "s")
     [line] = [l for l in report.best_at_each_bit_width(rows, costs) if l.startswith("| W2A2")]
     assert "| 88.50 | +2.50 | 0.50x | 1.00x |" in line
+    costs.append(dict(method="lsq", weight_bits=2, step_time_vs_plain_qat=1.2))
+    [line] = report.against_plain_qat(rows + [dict(row, method="lsq", weight_bits=2,
+                                                  activation_bits=2, keras_top1=0.89)], costs)
+    assert "+0.50 points" in line and "step time 1.20x plain QAT's" in line
     assert report.protocol(rows) == ("Training from the float model: 30 epochs; weight decay "
                                       "0.005 (SGD's decoupled decay, not on quantizer variables).")
     assert report.protocol([dict(r, weight_decay=None) for r in rows]).endswith("decay none.")
