@@ -497,10 +497,10 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
         lines += ["| " + " | ".join(_cell(r, c) for c in COLUMNS) + " |" for r in rows]
         measured = [r for r in rows if r.get("keras_top1") is not None]
         costs, steps_from = step_times_of(suite, step_times)
+        elsewhere = "" if steps_from == suite else f"measured on `{steps_from}`'s steps"
         lines += ["", "The best kquant method and the best peer at each bit-width (mean top-1 over "
                   "seeds; drop from float; cost as training throughput against float and step time "
-                  "against plain QAT" + ("" if steps_from == suite else
-                                         f", measured on `{steps_from}`'s steps") + "):", "",
+                  "against plain QAT" + (elsewhere and ", " + elsewhere) + "):", "",
                   "| bits | best kquant | top-1 | drop | throughput | step time | best peer | "
                   "top-1 | drop | throughput | kquant - peer |",
                   "|" + " --- |" * 11] + best_at_each_bit_width(measured, costs)
@@ -534,9 +534,7 @@ def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):
         if compared:
             lines += ["", "Techniques and new quantizers against the strongest plain QAT row at "
                       f"their bits (of {', '.join(f'`{p}`' for p in PLAIN_ROWS)}), the papers' "
-                      "claim" + ("" if steps_from == suite else
-                                 f" (step times measured on `{steps_from}`'s steps)") + ":",
-                      ""] + compared
+                      "claim" + (elsewhere and f" (step times {elsewhere})") + ":", ""] + compared
         spread = step_time_spread(timed)
         if timed:
             lines += ["", "Median training step time against plain QAT, measured in one process "
