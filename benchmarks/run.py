@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 
 from absl import app, flags, logging
@@ -134,6 +135,12 @@ def main(argv):
                                       else bit_pairs(FLAGS.bits)):
             if (name, bits, activation_bits, epochs, FLAGS.seed) in done:
                 print(f"skip {name} W{bits}A{activation_bits}: already in {results}")
+                # A landed row's backup, restored from an older snapshot, would only be
+                # snapshotted again.
+                stale = _backup_path(name, bits, activation_bits)
+                if stale and os.path.isdir(stale):
+                    shutil.rmtree(stale)
+                    print(f"removed {stale}: the backup of a row that landed")
             else:
                 rows.append((name, chosen, bits, activation_bits))
     float_landed = ("float", 32, 32, 0, FLAGS.seed) in _done(results)  # never re-run
@@ -197,9 +204,7 @@ def main(argv):
             model, data, suite, epochs, chosen.techniques, float_model,
             lambda other: chosen.quantized(float_model, other, other, data.train,
                                            training_steps), FLAGS.seed,
-            backup_dir=FLAGS.backup_dir and os.path.join(
-                os.path.expanduser(FLAGS.backup_dir),
-                f"{FLAGS.suite}-{name}-W{bits}A{activation_bits}-seed{FLAGS.seed}"))
+            backup_dir=_backup_path(name, bits, activation_bits))
         record.update(keras_top1=round(keras_top1, 4),
                       train_throughput_ratio=round(speed / reference_speed, 3)
                       if speed and reference_speed else None, tflite_top1=None,
@@ -210,6 +215,13 @@ def main(argv):
                                          exact_examples))
             _keep_if_inexact(record, model, FLAGS.inexact_dir)
         _append(results, {**record, **provenance}, FLAGS.supersede)
+
+
+def _backup_path(name, bits, activation_bits):
+    """The folder backing up a row's training under --backup_dir ('' without one)."""
+    return FLAGS.backup_dir and os.path.join(
+        os.path.expanduser(FLAGS.backup_dir),
+        f"{FLAGS.suite}-{name}-W{bits}A{activation_bits}-seed{FLAGS.seed}")
 
 
 def _export_fields(chosen, model, representative, data, float_latency, exact_examples):

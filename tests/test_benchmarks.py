@@ -96,7 +96,7 @@ def test_a_rerun_supersedes_the_rows_it_replaces_once_it_lands(tmp_path):
     assert ("qkeras", 4, 4, 4, 0) not in _done(path, "new setup")
 
 
-def test_a_run_whose_rows_all_landed_loads_no_data(tmp_path):
+def test_a_run_whose_rows_all_landed_loads_no_data_and_drops_their_backups(tmp_path):
     from benchmarks.suites import SUITES
 
     path = tmp_path / "s.jsonl"
@@ -109,13 +109,20 @@ def test_a_run_whose_rows_all_landed_loads_no_data(tmp_path):
     # An empty datasets folder: loading CIFAR-10 (or its float model) would fail.
     empty = tmp_path / "no-datasets"
     empty.mkdir()
+    # The landed row's backup, as restoring an older snapshot leaves it, and another row's.
+    backups = tmp_path / "backups"
+    stale = backups / "cifar10-resnet20-kquant-pact-W4A4-seed0" / "chief"
+    stale.mkdir(parents=True)
+    (backups / "cifar10-resnet20-lsq-W4A4-seed0").mkdir()
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--suite=cifar10-resnet20",
-         "--methods=kquant-pact", "--bits=4", f"--results={path}"], capture_output=True,
-        text=True, timeout=300, env=dict(os.environ, KQUANT_DATASETS=str(empty)))
+         "--methods=kquant-pact", "--bits=4", f"--results={path}", f"--backup_dir={backups}"],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, KQUANT_DATASETS=str(empty)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"skip kquant-pact W4A4: already in {path}" in result.stdout
     assert path.read_text() == before
+    assert sorted(os.listdir(backups)) == ["cifar10-resnet20-lsq-W4A4-seed0"]
 
 
 def test_the_pending_runs_name_known_suites_methods_and_bits():
