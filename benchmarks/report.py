@@ -130,11 +130,15 @@ FINETUNED = "float-finetuned"
 def mark_finetuned_reference(rows):
     """Gives each row of a suite with a fine-tuned float row (the float model trained the same
     epochs, `float-finetuned`) that row's top-1 as "finetuned_top1": the long protocol measures
-    drop against a float model that got the same extra training."""
-    finetuned = {r["epochs"]: r["keras_top1"] for r in rows if r["method"] == FINETUNED}
+    drop against a float model that got the same extra training. Over several seeds it is the
+    fine-tuned rows' mean, as the rows held against it are compared by their mean."""
+    finetuned = collections.defaultdict(list)
+    for r in rows:
+        if r["method"] == FINETUNED:
+            finetuned[r["epochs"]].append(r)
     for r in rows:
         if r["epochs"] in finetuned:
-            r["finetuned_top1"] = finetuned[r["epochs"]]
+            r["finetuned_top1"] = _mean_top1(finetuned[r["epochs"]])
 
 
 def reference_top1(record):

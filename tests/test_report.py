@@ -171,6 +171,15 @@ def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
     assert report.protocol(rows) == ("Training from the float model: 30 epochs; weight decay "
                                       "0.005 (SGD's decoupled decay, not on quantizer variables).")
     assert report.protocol([dict(r, weight_decay=None) for r in rows]).endswith("decay none.")
+    # A second seed: rows compared by their mean, against the fine-tuned rows' mean (0.905).
+    rows += [dict(row, seed=1, method="float-finetuned", weight_bits=32, activation_bits=32,
+                  keras_top1=0.90),
+             dict(row, seed=1, method="kquant-pact-calibrated", weight_bits=2, activation_bits=2,
+                  keras_top1=0.875)]
+    report.mark_finetuned_reference(rows)
+    [line] = [l for l in report.best_at_each_bit_width(rows, costs) if l.startswith("| W2A2")]
+    assert "| 88.00 | +2.50 |" in line
+    assert report._cell(rows[-1], "drop") == "+3.00"
 
 
 def test_weight_storage_rows_stay_apart_and_say_whether_the_size_goal_is_met(tmp_path):
