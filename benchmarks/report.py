@@ -440,6 +440,8 @@ def _largest_parts(method, bits, groups):
 
 
 def plot(suite, records, path):
+    """Top-1 against bits for each method of `suite`, with float's and (after
+    `mark_finetuned_reference`) the fine-tuned float's line."""
     finetuned = next((r for r in records if r["method"] == FINETUNED), None)
     by_method = collections.defaultdict(list)
     for r in records:
@@ -450,7 +452,7 @@ def plot(suite, records, path):
     with figures.figure(path, figsize=(7.5, 4.5)) as (plt, fig, ax):
         ax.axhline(100 * records[0]["float_top1"], color="gray", linestyle="--", label="float")
         if finetuned:
-            ax.axhline(100 * finetuned["keras_top1"], color="black", linestyle=":",
+            ax.axhline(100 * reference_top1(finetuned), color="black", linestyle=":",
                        label=FINETUNED)
         colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
         for i, (method, points) in enumerate(sorted(by_method.items())):
