@@ -14,6 +14,6 @@ def figure(path, *grid, figsize):
     try:
         yield plt, fig, axes
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # with a legend outside the axes
     finally:
         plt.close(fig)

@@ -439,30 +439,39 @@ def _largest_parts(method, bits, groups):
     return [m for m in inside if not any(parts(m) < parts(other) for other in inside)]
 
 
-def plot(suite, records, path):
-    """Top-1 against bits for each method of `suite`, with float's and (after
-    `mark_finetuned_reference`) the fine-tuned float's line."""
-    finetuned = next((r for r in records if r["method"] == FINETUNED), None)
-    by_method = collections.defaultdict(list)
+def curves(records):
+    """{label: [(weight bits, top-1 % as the mean over seeds)]} for each method's line; rows with
+    other activation bits get a line of their own."""
+    by_method = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in records:
-        if r["method"] not in ("float", FINETUNED):  # rows with other activation bits get a line of their own
+        if r["method"] not in ("float", FINETUNED):
             label = r["method"] + ("" if r["activation_bits"] == r["weight_bits"]
                                    else f" (A{r['activation_bits']})")
-            by_method[label].append((r["weight_bits"], 100 * r["keras_top1"]))
-    with figures.figure(path, figsize=(7.5, 4.5)) as (plt, fig, ax):
+            by_method[label][r["weight_bits"]].append(100 * r["keras_top1"])
+    return {label: [(bits, sum(top1[bits]) / len(top1[bits])) for bits in sorted(top1)]
+            for label, top1 in sorted(by_method.items())}
+
+
+def plot(suite, records, path):
+    """Top-1 against bits for each method of `suite` (`curves`), with float's and (after
+    `mark_finetuned_reference`) the fine-tuned float's line."""
+    finetuned = next((r for r in records if r["method"] == FINETUNED), None)
+    lines = curves(records)
+    columns = 1 + len(lines) // 20  # a long legend in columns, all of it in view
+    with figures.figure(path, figsize=(4.5 + 3.5 * columns, 4.5)) as (plt, fig, ax):
         ax.axhline(100 * records[0]["float_top1"], color="gray", linestyle="--", label="float")
         if finetuned:
             ax.axhline(100 * reference_top1(finetuned), color="black", linestyle=":",
                        label=FINETUNED)
         colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
-        for i, (method, points) in enumerate(sorted(by_method.items())):
-            points.sort()
+        for i, (method, points) in enumerate(lines.items()):
             ax.plot(*zip(*points), marker="os^Dv"[i % 5], color=colors[i % len(colors)],
                     label=method)
+        ax.set_xticks(sorted({bits for points in lines.values() for bits, _ in points}))
         ax.set_xlabel("bits (weights = activations)")
         ax.set_ylabel("top-1 (%)")
         ax.set_title(suite)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=columns)
 
 
 def main(results_dir=os.path.join(ROOT, "benchmarks", "results")):

@@ -1,6 +1,8 @@
 """The benchmark report: step-time records kept apart, techniques compared with plain QAT."""
 import json
 
+import pytest
+
 from benchmarks import report
 
 
@@ -180,6 +182,9 @@ def test_long_protocol_measures_drop_against_the_fine_tuned_float_row(tmp_path):
     [line] = [l for l in report.best_at_each_bit_width(rows, costs) if l.startswith("| W2A2")]
     assert "| 88.00 | +2.50 |" in line
     assert report._cell(rows[-1], "drop") == "+3.00"
+    # The plot draws the same means: one point per bit-width, floats as lines of their own.
+    assert report.curves(rows) == {"kquant-pact-calibrated": [(2, pytest.approx(88.0)),
+                                                              (4, pytest.approx(90.4))]}
 
 
 def test_weight_storage_rows_stay_apart_and_say_whether_the_size_goal_is_met(tmp_path):
