@@ -447,9 +447,9 @@ def curves(records):
         if r["method"] not in ("float", FINETUNED):
             label = r["method"] + ("" if r["activation_bits"] == r["weight_bits"]
                                    else f" (A{r['activation_bits']})")
-            by_method[label][r["weight_bits"]].append(100 * r["keras_top1"])
-    return {label: [(bits, sum(top1[bits]) / len(top1[bits])) for bits in sorted(top1)]
-            for label, top1 in sorted(by_method.items())}
+            by_method[label][r["weight_bits"]].append(r)
+    return {label: [(bits, 100 * _mean_top1(seeds[bits])) for bits in sorted(seeds)]
+            for label, seeds in sorted(by_method.items())}
 
 
 def plot(suite, records, path):
