@@ -41,11 +41,9 @@ run cifar10-resnet20 --bits=W1A1 --methods=larq,qkeras --supersede="$PEERS"
 run mnist-cnn --bits=4,2 --methods=qkeras,larq --supersede="$PEERS"
 # Issue 17 (part 5): the step time of the long suite's quantizers against plain QAT, on the
 # 4-epoch suite's steps (the same model and batch; the report costs the long rows with them).
-# Each bit-width once: step_time.py appends without checking what landed.
 for bits in 2 4; do
-  grep -q "\"suite\": \"cifar10-resnet20\", \"method\": \"lsq-plus\", \"weight_bits\": $bits" \
-    "$RESULTS/step-time.jsonl" || step python benchmarks/step_time.py --suite=cifar10-resnet20 \
-    --bits=$bits --methods=lsq,lsq-plus,pact-calibrated-per-channel,two-stage+lsq-plus \
+  step python benchmarks/step_time.py --suite=cifar10-resnet20 --bits=$bits --skip_measured \
+    --methods=lsq,lsq-plus,pact-calibrated-per-channel,two-stage+lsq-plus \
     --results="$RESULTS/step-time.jsonl"
 done
 run cifar10-resnet20-long --bits=2 --methods=float-finetuned,kquant-pact-calibrated,\

@@ -28,6 +28,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 40, "Training steps per method and round.")
 flags.DEFINE_integer("rounds", 4, "Epochs per fit (the schedules' epochs).")
 flags.DEFINE_integer("passes", 2, "How many times every method trains, in turn.")
+flags.DEFINE_bool("skip_measured", False, "Measure nothing if every method already has a "
+                  "record at these bits for this suite (a resumed queue); without it each run "
+                  "appends, and repeated runs show the spread between them.")
 
 PLAIN_QAT = "kquant-pact-calibrated"
 
@@ -36,11 +39,16 @@ def main(argv):
     del argv
     suite = suites.SUITES[FLAGS.suite]
     bits = int(FLAGS.bits[0])
+    names = [PLAIN_QAT] + [m for m in FLAGS.methods if m != PLAIN_QAT]
+    results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", "step-time.jsonl")
+    if FLAGS.skip_measured and set(names) <= {r["method"] for r in run._records(results)
+                                              if r["suite"] == FLAGS.suite and r["weight_bits"] == bits}:
+        print(f"skip W{bits}A{bits}: every method already measured in {results}")
+        return
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
     float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
     batches = data.train.take(FLAGS.steps).cache()
-    names = [PLAIN_QAT] + [m for m in FLAGS.methods if m != PLAIN_QAT]
     runs = {}
     for name in names:
         chosen = method(name)
@@ -57,7 +65,6 @@ def main(argv):
             print(f"pass {turn + 1}/{FLAGS.passes}: {name}")
             trainable.fit(batches, epochs=FLAGS.rounds, callbacks=callbacks + [timer], verbose=2)
     plain = float(np.median(runs[PLAIN_QAT][2].durations))
-    results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", "step-time.jsonl")
     command = "python " + " ".join(sys.argv)
     for name, (_, _, timer) in runs.items():
         record = dict(suite=FLAGS.suite, method=name, weight_bits=bits, activation_bits=bits,

@@ -125,6 +125,27 @@ def test_a_run_whose_rows_all_landed_loads_no_data_and_drops_their_backups(tmp_p
     assert sorted(os.listdir(backups)) == ["cifar10-resnet20-lsq-W4A4-seed0"]
 
 
+def test_step_time_skips_bits_whose_methods_were_all_measured(tmp_path):
+    path = tmp_path / "step-time.jsonl"
+    path.write_text("".join(json.dumps(dict(suite="cifar10-resnet20", method=m, weight_bits=2,
+                                            activation_bits=2, step_time_vs_plain_qat=1.0)) + "\n"
+                            for m in ("kquant-pact-calibrated", "lsq")))
+    before = path.read_text()
+    empty = tmp_path / "no-datasets"  # measuring anything would fail to load CIFAR-10
+    empty.mkdir()
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "step_time.py"),
+               "--suite=cifar10-resnet20", "--methods=lsq", f"--results={path}"]
+    result = subprocess.run(command + ["--bits=2", "--skip_measured"], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, KQUANT_DATASETS=str(empty)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skip W2A2: every method already measured in {path}" in result.stdout
+    assert path.read_text() == before
+    # Another bit-width has no record: it is measured (and here fails for want of data).
+    result = subprocess.run(command + ["--bits=4", "--skip_measured"], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, KQUANT_DATASETS=str(empty)))
+    assert result.returncode != 0 and "skip" not in result.stdout
+
+
 def test_the_pending_runs_name_known_suites_methods_and_bits():
     import re
 
