@@ -1,3 +1,6 @@
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -44,3 +47,10 @@ def assert_exports_exactly(model, images):
 @pytest.fixture
 def random_images():
     return np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)
+
+
+def pending_runs():
+    """(suite, flags) of each `run` line of benchmarks/pending.sh, continuation lines joined."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "benchmarks", "pending.sh")) as f:
+        return re.findall(r"^run (\S+) (.*)$", f.read().replace("\\\n", ""), re.M)

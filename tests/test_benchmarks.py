@@ -152,9 +152,9 @@ def test_the_pending_runs_name_known_suites_methods_and_bits():
     from benchmarks.methods import method
     from benchmarks.run import bit_pairs
     from benchmarks.suites import SUITES
+    from tests.conftest import pending_runs
 
-    script = open(os.path.join(ROOT, "benchmarks", "pending.sh")).read().replace("\\\n", "")
-    runs = re.findall(r"^run (\S+) (.*)$", script, re.M)
+    runs = pending_runs()
     assert len(runs) >= 5
     for suite, options in runs:
         assert suite in SUITES

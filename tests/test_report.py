@@ -237,9 +237,11 @@ def test_every_method_run_or_pending_is_described():
     import os
     import re
 
+    from tests.conftest import pending_runs
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = open(os.path.join(root, "benchmarks", "pending.sh")).read().replace("\\\n", "")
-    names = {n for found in re.findall(r"--methods=(\S+)", script) for n in found.split(",")}
+    names = {n for _, flags in pending_runs()
+             for n in re.search(r"--methods=(\S+)", flags)[1].split(",")}
     for path in glob.glob(os.path.join(root, "benchmarks", "results", "*.jsonl")):
         names |= {json.loads(line)["method"] for line in open(path) if line.strip()}
     described = report.method_descriptions(names)
