@@ -72,7 +72,13 @@ def test_several_seeds_are_compared_by_their_mean_with_the_spread(tmp_path):
     [line] = report.against_plain_qat(rows, [])
     assert line.startswith("- `two-stage` W2A2: +2.00 points (mean of 2 seeds, spread 2.00) "
                            "against plain QAT (`kquant-pact-calibrated` 72.00 (mean of 3 seeds, "
-                           "spread 4.00))")
+                           "spread 4.00)): beats it: within seed noise (4.00);")
+    # Beyond the largest seed spread at those bits, a difference decides again.
+    rows.append(dict(row, method="lsq", keras_top1=0.77, seed=0))
+    assert "+5.00 points against plain QAT (`kquant-pact-calibrated` 72.00 (mean of 3 seeds, "\
+        "spread 4.00)): beats it: yes;" in report.against_plain_qat(rows, [])[1]
+    assert report.seed_spread(report.seed_groups(rows), [2, 2]) == pytest.approx(4.0)
+    assert report.seed_spread(report.seed_groups(rows), [4, 4]) is None
 
 
 def test_rows_with_other_activation_bits_are_compared_at_their_own_bits(tmp_path):
