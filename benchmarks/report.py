@@ -364,8 +364,8 @@ def against_plain_qat(rows, timed):
     The papers' claim is that each improves on plain quantization-aware training. Where a
     method ran with several seeds, its mean is compared (with the spread); a difference no
     larger than the largest seed spread of any method at the same bits is called seed noise,
-    and where none ran there with several seeds, one seed's sign decides. The step-time cost comes from `benchmarks/step_time.py` (`timed`),
-    where the methods share one process.
+    and where none ran there with several seeds, one seed's sign decides. The step-time cost
+    comes from `benchmarks/step_time.py` (`timed`), where the methods share one process.
     """
     groups = seed_groups(rows)
     step_time = {(t["method"], t["weight_bits"], t.get("activation_bits", t["weight_bits"])):
@@ -376,12 +376,13 @@ def against_plain_qat(rows, timed):
         if method in NOT_BUILT_ON_PLAIN_QAT or base is None:
             continue
         gain = 100 * (_mean_top1(group) - _mean_top1(base))
+        verdict = _verdict(gain, seed_spread(groups, bits))
         cost = step_time.get((method, *bits))
         parts = [f"`{p}` {100 * (_mean_top1(group) - _mean_top1(groups[(p, *bits)])):+.2f}"
                  for p in _largest_parts(method, bits, groups)]
         lines.append(f"- `{method}` W{bits[0]}A{bits[1]}: {gain:+.2f} points"
                      f"{_over_seeds(group)} against plain QAT (`{name}` {100 * _mean_top1(base):.2f}"
-                     f"{_over_seeds(base)}): beats it: {_verdict(gain, seed_spread(groups, bits))}; step time "
+                     f"{_over_seeds(base)}): beats it: {verdict}; step time "
                      + (f"{cost:.2f}x plain QAT's" if cost else "not measured")
                      + (f"; against its parts: {', '.join(parts)}" if parts else ""))
     return lines

@@ -41,8 +41,9 @@ def main(argv):
     bits = int(FLAGS.bits[0])
     names = [PLAIN_QAT] + [m for m in FLAGS.methods if m != PLAIN_QAT]
     results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", "step-time.jsonl")
-    if FLAGS.skip_measured and set(names) <= {r["method"] for r in run._records(results)
-                                              if r["suite"] == FLAGS.suite and r["weight_bits"] == bits}:
+    measured = {r["method"] for r in run._records(results)
+                if r["suite"] == FLAGS.suite and r["weight_bits"] == bits}
+    if FLAGS.skip_measured and set(names) <= measured:
         print(f"skip W{bits}A{bits}: every method already measured in {results}")
         return
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,

@@ -134,15 +134,16 @@ def test_step_time_skips_bits_whose_methods_were_all_measured(tmp_path):
     empty = tmp_path / "no-datasets"  # measuring anything would fail to load CIFAR-10
     empty.mkdir()
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "step_time.py"),
-               "--suite=cifar10-resnet20", "--methods=lsq", f"--results={path}"]
-    result = subprocess.run(command + ["--bits=2", "--skip_measured"], capture_output=True,
-                            text=True, timeout=300, env=dict(os.environ, KQUANT_DATASETS=str(empty)))
+               "--suite=cifar10-resnet20", "--methods=lsq", f"--results={path}", "--skip_measured"]
+    env = dict(os.environ, KQUANT_DATASETS=str(empty))
+    result = subprocess.run(command + ["--bits=2"], capture_output=True, text=True, timeout=300,
+                            env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"skip W2A2: every method already measured in {path}" in result.stdout
     assert path.read_text() == before
     # Another bit-width has no record: it is measured (and here fails for want of data).
-    result = subprocess.run(command + ["--bits=4", "--skip_measured"], capture_output=True,
-                            text=True, timeout=300, env=dict(os.environ, KQUANT_DATASETS=str(empty)))
+    result = subprocess.run(command + ["--bits=4"], capture_output=True, text=True, timeout=300,
+                            env=env)
     assert result.returncode != 0 and "skip" not in result.stdout
 
 
