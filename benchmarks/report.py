@@ -330,16 +330,20 @@ def _over_seeds(group):
     """ " (mean of n seeds, spread s)" for several seeds, else nothing."""
     if len(group) == 1:
         return ""
+    return f" (mean of {len(group)} seeds, spread {_spread(group):.2f})"
+
+
+def _spread(group):
+    """Points between the best and worst seed of one method's rows."""
     top1 = [r["keras_top1"] for r in group]
-    return f" (mean of {len(group)} seeds, spread {100 * (max(top1) - min(top1)):.2f})"
+    return 100 * (max(top1) - min(top1))
 
 
 def seed_spread(groups, bits):
     """The largest spread in points between seeds of one method at `bits` ([weight,
     activation]), or None if no method ran there with several seeds."""
-    spreads = [100 * (max(top1) - min(top1)) for (_, *b), group in groups.items()
-               if b == list(bits) and len(top1 := [r["keras_top1"] for r in group]) > 1]
-    return max(spreads, default=None)
+    return max((_spread(group) for (_, *b), group in groups.items()
+                if b == list(bits) and len(group) > 1), default=None)
 
 
 def _verdict(gain, noise):

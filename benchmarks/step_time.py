@@ -41,11 +41,12 @@ def main(argv):
     bits = int(FLAGS.bits[0])
     names = [PLAIN_QAT] + [m for m in FLAGS.methods if m != PLAIN_QAT]
     results = FLAGS.results or os.path.join(ROOT, "benchmarks", "results", "step-time.jsonl")
-    measured = {r["method"] for r in run._records(results)
-                if r["suite"] == FLAGS.suite and r["weight_bits"] == bits}
-    if FLAGS.skip_measured and set(names) <= measured:
-        print(f"skip W{bits}A{bits}: every method already measured in {results}")
-        return
+    if FLAGS.skip_measured:
+        measured = {r["method"] for r in run._records(results)
+                    if r["suite"] == FLAGS.suite and r["weight_bits"] == bits}
+        if set(names) <= measured:
+            print(f"skip W{bits}A{bits}: every method already measured in {results}")
+            return
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
     float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
