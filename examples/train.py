@@ -19,10 +19,6 @@ import warnings
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if not any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:]):
-    # TensorFlow's C++ log lines, such as the CUDA probe's error on a machine without a GPU;
-    # --verbosity=0 (or any --verbosity) shows them.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import kquant  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 from kquant.backend import keras  # noqa: E402

@@ -13,6 +13,11 @@ from kquant.quiet import captured_stderr  # noqa: E402
 with captured_stderr():  # TensorFlow's load-time INFO lines (oneDNN, CUDA probe) stay quiet
     import tensorflow as tf  # noqa: E402  (must follow the environment variable)
 
+    # The CUDA probe runs when devices are first listed, not at import; listing them here (it
+    # creates no device, so tf.config stays settable) keeps its "failed call to cuInit" error
+    # on a machine without a GPU off the screen.
+    tf.config.list_physical_devices()
+
     if not tf.keras.__name__.startswith("tf_keras"):
         raise ImportError(
             "kquant needs Keras 2 (tf_keras), but TensorFlow has already bound tf.keras to Keras "

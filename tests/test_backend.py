@@ -26,6 +26,14 @@ def test_importing_kquant_prints_nothing_of_tensorflow_loading():
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
+def test_first_computation_prints_no_cuda_probe_error():
+    # TensorFlow probes CUDA when devices are first listed, not when it loads; on a machine
+    # without a GPU that probe logs "failed call to cuInit" at error level.
+    result = run("import kquant; from kquant.backend import tf; print(float(tf.constant(1.) + 1))")
+    assert result.returncode == 0 and result.stdout == "2.0\n", result.stderr
+    assert result.stderr == "", result.stderr
+
+
 def test_captured_stderr_drops_library_lines_unless_the_work_fails():
     result = run("import os\n"
                  "from kquant.quiet import captured_stderr\n"
