@@ -30,11 +30,11 @@ from benchmarks import run, suites  # noqa: E402  (run: its flags suite, methods
 from benchmarks.measure import tflite_latency  # noqa: E402
 from benchmarks.methods import method  # noqa: E402
 from kquant.backend import keras  # noqa: E402
+from kquant.batches import first_examples  # noqa: E402
 from kquant.deploy import integer_outputs  # noqa: E402
 from kquant.deploy.integer_model import int8_input  # noqa: E402
 from kquant.deploy.lowering import lower  # noqa: E402
 from tflite_export.runtime import int8_outputs  # noqa: E402
-from tflite_export.verify import take_examples  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_steps", 200, "Training steps per method before export.")
@@ -53,7 +53,8 @@ def main(argv):
     data = kquant.load_dataset(suite["dataset"], suite["batch_size"], seed=FLAGS.seed,
                                limit=FLAGS.limit or None)
     float_model = suites.float_model(FLAGS.suite, data, FLAGS.seed, FLAGS.float_epochs)
-    images, labels = take_examples(data.test, FLAGS.test_examples)
+    images, labels = first_examples(data.test, float_model.input_shape, FLAGS.test_examples,
+                                    "weight_storage")
     float_tflite = tflite_export.convert_float(float_model)
     float_latency = {r: tflite_latency(float_tflite, data.input_shape, 1, runtime=r)
                      for r in RUNTIME_PATHS}

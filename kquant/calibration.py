@@ -3,6 +3,7 @@ import numpy as np
 
 from kquant import folding
 from kquant.backend import QuantizeLayer, keras, tfmot
+from kquant.batches import image_batches
 from kquant.quantizers.model_states import quantizer_states
 
 
@@ -29,14 +30,16 @@ def calibrate_ranges(model, float_model, data, max_batches=4):
     Args:
         model: a model from `kquant.quantize_model`.
         float_model: the float model it was made from (same layer names).
-        data: batches of images or (images, labels).
+        data: batches of images or (images, labels), an array of images or an (images, labels)
+            pair of arrays (`kquant.batches.image_batches`).
         max_batches: how many batches to look at.
 
     Returns:
         {layer name: what was set (a clip, or (min, max))} ("input" for the input range).
 
     Raises:
-        ValueError: if the float model lacks one of the quantized layers.
+        ValueError: if the float model lacks one of the quantized layers, or `data` holds no
+            images the model takes.
     """
     if folding.holds_folded_layers(model):  # a folded layer's output is its batch norm's
         float_model = folding.fold_batch_norms(float_model)
@@ -49,14 +52,16 @@ def calibrate_ranges(model, float_model, data, max_batches=4):
                          f"{missing}; pass the model that was quantized.")
     probe = keras.Model(float_model.inputs, [float_model.get_layer(n).output for n in targets])
     collected = {name: [] for name in ["input", *targets]}
-    for i, batch in enumerate(data):
+    for i, (images, _) in enumerate(image_batches(data, model.input_shape, "calibrate_ranges")):
         if i >= max_batches:
             break
-        images = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch, np.float32)
         collected["input"].append(images)
         outputs = probe(images, training=False)
         for name, output in zip(targets, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
             collected[name].append(np.asarray(output))
+    if not collected["input"]:
+        raise ValueError("calibrate_ranges: data yielded no images; pass a few batches of "
+                         "training images (e.g. data.train.take(4)).")
     values = {name: np.concatenate(parts) for name, parts in collected.items()}
     chosen = {}
     for name, state in activations.items():

@@ -2,6 +2,7 @@
 import numpy as np
 
 from kquant.backend import tf
+from kquant.batches import first_examples
 from kquant.deploy import storage
 from kquant.precision import check_deployable
 from kquant.quiet import captured_stderr
@@ -9,38 +10,26 @@ from kquant.quantizers import export_mode
 from tflite_export.packing import pack_weights
 
 
-def representative_examples(data, limit=200):
-    """Yields `[example]` lists of single float32 examples, as the TFLite converter wants them.
+def representative_examples(model, data, limit=200, caller="representative_examples"):
+    """`[example]` lists of single float32 examples, as the TFLite converter wants them.
 
     Args:
-        data: batches of images or of (images, labels).
+        model: the Keras model the examples are for.
+        data: batches of images or (images, labels), an array of images or an (images, labels)
+            pair of arrays (`kquant.batches.image_batches`).
         limit: how many examples at most.
-    """
-    count = 0
-    for batch in data:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        for image in np.asarray(images, dtype=np.float32):
-            yield [image[None]]
-            count += 1
-            if count >= limit:
-                return
-
-
-def _calibration_examples(representative_data, max_examples, caller):
-    """The representative examples, checked: at least one, every value finite.
+        caller: the function asking, for errors.
 
     Raises:
-        ValueError: for no examples, or an example holding NaN or infinity (named by index).
+        ValueError: for data with no images the model takes, or an example holding NaN or
+            infinity (named by index).
     """
-    examples = list(representative_examples(representative_data, max_examples))
-    if not examples:
-        raise ValueError(f"{caller}: representative_data yielded no examples; pass a few "
-                         "batches of training images (e.g. data.train.take(2)).")
-    for index, [example] in enumerate(examples):
-        if not np.all(np.isfinite(example)):
+    images, _ = first_examples(data, model.input_shape, limit, caller, "representative_data")
+    for index, image in enumerate(images):
+        if not np.all(np.isfinite(image)):
             raise ValueError(f"{caller}: representative example {index} holds NaN or infinite "
                              "values; the converter would calibrate ranges from them.")
-    return examples
+    return [[image[None]] for image in images]
 
 
 def _concrete_function(model):
@@ -57,7 +46,7 @@ def int8_converter(model, representative_data, max_examples=200):
     Args:
         model: a Keras model with one image input.
         representative_data: a `tf.data.Dataset` (or iterable) of image batches or
-            (images, labels) batches.
+            (images, labels) batches, an array of images or an (images, labels) pair of arrays.
         max_examples: how many examples to calibrate with.
 
     Returns:
@@ -66,7 +55,7 @@ def int8_converter(model, representative_data, max_examples=200):
     Raises:
         ValueError: for representative data with no examples or with NaN or infinite values.
     """
-    examples = _calibration_examples(representative_data, max_examples, "int8_converter")
+    examples = representative_examples(model, representative_data, max_examples, "int8_converter")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: iter(examples)
@@ -91,7 +80,7 @@ def convert(model, representative_data, max_examples=200, weight_storage="int8")
     Args:
         model: a kquant model (from `kquant.quantize_model`), every quantizer switched on.
         representative_data: a `tf.data.Dataset` (or iterable) of image batches or
-            (images, labels) batches.
+            (images, labels) batches, an array of images or an (images, labels) pair of arrays.
         max_examples: how many examples to calibrate with.
         weight_storage: "int8" (every filter int8), "int4" (filters of layers with at most
             4-bit weights packed as INT4), "int2" (as "int4", and dense layers with at most

@@ -4,6 +4,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from kquant.batches import first_examples
 from kquant.deploy import integer_outputs, lowering, storage
 from kquant.deploy.integer_model import int8_input
 from kquant.deploy.ops import Quantization
@@ -115,22 +116,6 @@ def _activation_tensors(interpreter, grids):
     return found
 
 
-def take_examples(data, max_examples):
-    """The first `max_examples` (images, labels) of batches of images or (images, labels), as
-    numpy arrays (labels None for unlabelled data)."""
-    images, labels = [], []
-    for batch in data:
-        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        images.append(np.asarray(x, np.float32))
-        if y is not None:
-            labels.append(np.asarray(y).reshape(-1))
-        if sum(len(i) for i in images) >= max_examples:
-            break
-    images = np.concatenate(images)[:max_examples]
-    labels = np.concatenate(labels)[:max_examples] if labels else None
-    return images, labels
-
-
 def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", layer_examples=32):
     """Runs the TFLite model and the Keras model on the same data and compares them.
 
@@ -141,7 +126,8 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
     Args:
         tflite_bytes: the exported model (`tflite_export.convert`), or the path of its file.
         model: the kquant Keras model it was exported from.
-        data: batches of images or (images, labels), e.g. the test `tf.data.Dataset`.
+        data: batches of images or (images, labels), e.g. the test `tf.data.Dataset`, an
+            array of images or an (images, labels) pair of arrays.
         max_examples: compare at most this many examples.
         runtime: where the model will run, for the exact comparison: "xnnpack", "builtin"
             or "micro" (see `tflite_export.runtime.int8_outputs`).
@@ -151,11 +137,12 @@ def verify(tflite_bytes, model, data, max_examples=10_000, runtime="xnnpack", la
         A `VerificationReport`.
 
     Raises:
-        ValueError: for a model that is not a TFLite flatbuffer.
+        ValueError: for a model that is not a TFLite flatbuffer, or `data` with no images the
+            model takes.
         FileNotFoundError: for a path that does not exist.
     """
     tflite_bytes = model_bytes(tflite_bytes, "verify")
-    images, labels = take_examples(data, max_examples)
+    images, labels = first_examples(data, model.input_shape, max_examples, "verify")
     keras_logits = model.predict(images, batch_size=256, verbose=0)
     interpreter = make_interpreter(tflite_bytes, keep_all_tensors=True)
     input_detail = interpreter.get_input_details()[0]
@@ -216,7 +203,7 @@ def exact_agreement(tflite_bytes, model, data, runtime, max_examples=10_000):
             that is not a flatbuffer.
     """
     tflite_bytes = model_bytes(tflite_bytes, "exact_agreement")
-    images, _ = take_examples(data, max_examples)
+    images, _ = first_examples(data, model.input_shape, max_examples, "exact_agreement")
     stored = weight_storage(tflite_bytes)
     quant = lowering.lower(model, stored).input_quant
     int8_images = int8_input(model, quant, images).numpy()

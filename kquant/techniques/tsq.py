@@ -17,6 +17,7 @@ import numpy as np
 
 from kquant import folding, graph, precision
 from kquant.backend import keras, tf
+from kquant.batches import first_examples
 from kquant.techniques.base import PrecisionSchedule
 from kquant.techniques.registry import register
 from kquant.techniques.tsq_solver import StepFunction, solve_ternary
@@ -140,16 +141,12 @@ class TwoStepQuantization(PrecisionSchedule):
         if self._boundary >= self.params["epochs"] and not self.report:
             self.solve(self.model)
 
-    def _sample(self):
+    def _sample(self, model):
         if self.data is None:
             raise ValueError("TwoStepQuantization: step 2 samples images from the training data; "
                              "pass Context(data=...) to kquant.techniques.prepare.")
-        images = []
-        for batch in self.data:
-            images.append(np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch))
-            if sum(len(i) for i in images) >= self.images:
-                break
-        return np.concatenate(images)[:self.images]
+        return first_examples(self.data, model.input_shape, self.images, "TwoStepQuantization",
+                              "Context(data=...)")[0]
 
     def solve(self, model):
         """Step 2 on `model` (its weight quantizers off, as code learning leaves them).
@@ -169,7 +166,7 @@ class TwoStepQuantization(PrecisionSchedule):
                                  "(dilation 1) followed by [batch norm,] [Add,] an activation "
                                  "quantizer; the solver handles only those.")
             chains[state.layer] = (layer, *chain)
-        images = self._sample()
+        images = self._sample(model)
         rng = np.random.default_rng(self.seed)
         precision.assign(targets, enabled=False, source=self.name)
         codes = {name: self._predict(model, chain[3].output, images)
