@@ -8,7 +8,7 @@ import numpy as np
 
 from kquant.backend import tf
 
-FORMS = ("a tf.data.Dataset or other iterable of image batches or (images, labels) batches, an "
+_FORMS = ("a tf.data.Dataset or other iterable of image batches or (images, labels) batches, an "
          "array of images, or an (images, labels) pair of arrays")
 
 
@@ -18,8 +18,8 @@ def _is_array(value):
 
 def _pair_of_arrays(data):
     """True for (images, labels) as `fit(x, y)` takes them, not a list of two image batches."""
-    return (isinstance(data, tuple) and len(data) == 2 and all(map(_is_array, data))
-            and len(data[0]) == len(data[1]) and np.ndim(data[1]) < np.ndim(data[0]))
+    return (isinstance(data, tuple) and len(data) == 2 and _is_array(data[0])
+            and np.ndim(data[1]) < np.ndim(data[0]) and len(data[0]) == len(data[1]))
 
 
 def _as_batches(data, batch_size):
@@ -55,17 +55,17 @@ def image_batches(data, input_shape, caller, argument="data", batch_size=256):
     wanted = f"(batch, {', '.join(str(d) for d in expected)})"
     if isinstance(data, (str, bytes, dict)) or not hasattr(data, "__iter__"):
         raise ValueError(f"{caller}: {argument} of type {type(data).__name__} holds no images "
-                         f"shaped {wanted}; pass {FORMS}.")
+                         f"shaped {wanted}; pass {_FORMS}.")
     for images, labels in _as_batches(data, batch_size):
         try:
             images = np.asarray(images, np.float32)
         except (TypeError, ValueError):
             raise ValueError(f"{caller}: {argument} holds a {type(images).__name__} where images "
-                             f"shaped {wanted} belong; pass {FORMS}.") from None
+                             f"shaped {wanted} belong; pass {_FORMS}.") from None
         if images.ndim != len(expected) + 1 or any(
                 want is not None and want != got for want, got in zip(expected, images.shape[1:])):
             raise ValueError(f"{caller}: {argument} gave images shaped {images.shape}, but the "
-                             f"model takes {wanted}; pass {FORMS}.")
+                             f"model takes {wanted}; pass {_FORMS}.")
         yield images, None if labels is None else _class_indices(np.asarray(labels))
 
 
@@ -89,6 +89,6 @@ def first_examples(data, input_shape, count, caller, argument="data"):
         if sum(map(len, images)) >= count:
             break
     if not sum(map(len, images)):
-        raise ValueError(f"{caller}: {argument} yielded no examples; pass {FORMS}.")
+        raise ValueError(f"{caller}: {argument} yielded no examples; pass {_FORMS}.")
     return (np.concatenate(images)[:count],
             np.concatenate(labels)[:count] if len(labels) == len(images) else None)

@@ -22,7 +22,7 @@ def test_an_array_is_cut_into_batches_and_a_pair_of_arrays_keeps_its_labels(imag
     batches = list(image_batches(images, SHAPE, "f", batch_size=16))
     assert [len(x) for x, _ in batches] == [16, 16, 8] and all(y is None for _, y in batches)
     np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), images)
-    pairs = list(image_batches((images, labels), SHAPE, "f", batch_size=16))
+    pairs = list(image_batches((images, list(labels)), SHAPE, "f", batch_size=16))
     np.testing.assert_array_equal(np.concatenate([y for _, y in pairs]), labels)
     # A tuple of two image batches is two batches, not images and labels.
     assert [len(x) for x, _ in image_batches((images[:3], images[3:5]), SHAPE, "f")] == [3, 2]
