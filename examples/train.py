@@ -25,9 +25,12 @@ from kquant.backend import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "digits", "digits, mnist, cifar10, folder:/path or a tfds name.")
-flags.DEFINE_string("model", "small_cnn", "small_cnn, resnet20 or mobilenet_v2.")
+flags.DEFINE_enum("model", "small_cnn", kquant.models.names(), "Reference model to build.")
 flags.DEFINE_integer("weight_bits", 4, "Weight bits, 1-8; 32 trains the float model.")
 flags.DEFINE_integer("activation_bits", 4, "Activation bits, 1-8; 32 trains the float model.")
+for _bits in ("weight_bits", "activation_bits"):
+    flags.register_validator(_bits, lambda bits: 1 <= bits <= 8 or bits == 32,
+                             "must be from 1 to 8, or 32 for the float model")
 flags.DEFINE_enum("weight_quantizer", "dorefa", sorted(kquant.recipe.weight_quantizers()),
                   "Weight quantizer (direct-levels: learnable levels, updated directly).")
 flags.DEFINE_enum("activation_quantizer", "clip", sorted(kquant.recipe.activation_quantizers()),
@@ -114,6 +117,26 @@ def check_flags_take_effect(quantized):
         raise app.UsageError(f"These flags do nothing here: {'; '.join(unused)}.")
 
 
+def load_float_model(path, data):
+    """The model saved at `path` (`kquant.load_model`: no stored code runs), checked against
+    the dataset's images and classes.
+
+    Raises:
+        app.UsageError: for a path holding no Keras model, or one that does not fit the data.
+    """
+    try:
+        model = kquant.load_model(path)
+    except (OSError, ValueError) as error:  # missing, not a Keras file, or carrying code
+        raise app.UsageError(f"--init_from={path}: {error}")
+    if tuple(model.input_shape[1:]) != tuple(data.input_shape) or \
+            model.output_shape[-1] != data.num_classes:
+        raise app.UsageError(
+            f"--init_from={path}: the model takes {model.input_shape[1:]} and gives "
+            f"{model.output_shape[-1]} logits; --dataset={FLAGS.dataset} has images shaped "
+            f"{data.input_shape} and {data.num_classes} classes.")
+    return model
+
+
 def new_path(path):
     """`path`, or with -1, -2, ... before its extension if taken: runs never overwrite exports."""
     stem, extension = os.path.splitext(path)
@@ -161,7 +184,7 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:  # kquant's message names what is wrong
         raise app.UsageError(f"--dataset={FLAGS.dataset}: {error}")
     if FLAGS.init_from:
-        model = keras.models.load_model(FLAGS.init_from, compile=False)
+        model = load_float_model(FLAGS.init_from, data)
     else:
         model = kquant.models.build_model(FLAGS.model, data.input_shape, data.num_classes,
                                           batch_norm_momentum=FLAGS.batch_norm_momentum)

@@ -144,18 +144,21 @@ def load_model(path, safe_mode=True, compile=False):  # pylint: disable=redefine
 
     Raises:
         FileNotFoundError: if nothing is at `path`.
-        ValueError: naming the layers that carry code, in safe mode.
+        ValueError: naming the layers that carry code, in safe mode; for a file or folder
+            that holds no saved Keras model.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_model: nothing at {path!r}.")
-    if safe_mode and not path.endswith(".keras"):
-        unsafe = _stored_code_layers(path)
+    try:
+        unsafe = _stored_code_layers(path) if safe_mode and not path.endswith(".keras") else []
         if unsafe:
             raise ValueError(f"load_model: {path!r} holds layers {unsafe} with Python code that "
                              "loading would run; pass safe_mode=False only if you trust the file.")
-    with quantize_scope():
-        if path.endswith(".keras"):
-            return keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
-        return keras.models.load_model(path, compile=compile)
+        with quantize_scope():
+            if path.endswith(".keras"):
+                return keras.models.load_model(path, compile=compile, safe_mode=safe_mode)
+            return keras.models.load_model(path, compile=compile)
+    except OSError as error:  # h5py's or Keras' for a file or folder it cannot read as a model
+        raise ValueError(f"load_model: {path!r} is not a saved Keras model ({error}).") from None
 

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import kquant
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -73,31 +75,48 @@ def test_float_then_calibrated_pact_from_the_saved_float_model(tmp_path):
     assert packed["float_tflite_bytes"] / packed["tflite_bytes"] > 5.0
 
 
-def test_a_technique_plan_that_does_not_fit_the_epochs_is_a_usage_error(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
-                             "--technique=ctmq-cyclic", "--cycles=3", "--epochs=4",
-                             "--float_reference=false", "--export_dir=", "--limit=64"],
+def _usage_error(*flags):
+    """stderr of the main job refused with a usage error (no traceback)."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"), *flags],
                             capture_output=True, text=True, timeout=600)
-    assert result.returncode != 0
-    assert "the plan needs 8 epochs" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stderr
+
+
+def test_a_technique_plan_that_does_not_fit_the_epochs_is_a_usage_error():
+    assert "the plan needs 8 epochs" in _usage_error(
+        "--technique=ctmq-cyclic", "--cycles=3", "--epochs=4", "--float_reference=false",
+        "--export_dir=", "--limit=64")
 
 
 def test_flags_that_do_nothing_are_usage_errors_not_tracebacks():
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
-                             "--weight_bits=32", "--activation_bits=32", "--per_channel",
-                             "--calibrate_ranges", "--export_dir="],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "I0000" not in result.stderr  # TensorFlow loaded quietly
+    stderr = _usage_error("--weight_bits=32", "--activation_bits=32", "--per_channel",
+                          "--calibrate_ranges", "--export_dir=")
+    assert "I0000" not in stderr  # TensorFlow loaded quietly
     assert ("These flags do nothing here: --per_channel: the model is float, bits 32; "
-            "--calibrate_ranges: it needs --init_from.") in result.stderr
+            "--calibrate_ranges: it needs --init_from.") in stderr
 
 
 def test_a_negative_weight_decay_is_a_usage_error():
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"),
-                             "--weight_decay=-0.001"], capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "--weight_decay=-0.001: must be >= 0" in result.stderr
+    assert "--weight_decay=-0.001: must be >= 0" in _usage_error("--weight_decay=-0.001")
+
+
+def test_bits_and_model_outside_the_choices_are_usage_errors():
+    assert "--weight_bits=9: must be from 1 to 8, or 32 for the float model" in \
+        _usage_error("--weight_bits=9")
+    assert "--model=resnet50: value should be one of <mobilenet_v2|resnet20|small_cnn>" in \
+        _usage_error("--model=resnet50")
+
+
+def test_init_from_what_is_no_model_or_does_not_fit_the_data_is_a_usage_error(tmp_path):
+    (tmp_path / "notes.h5").write_text("not a model")
+    assert f"--init_from={tmp_path}/notes.h5: load_model: '{tmp_path}/notes.h5' is not a saved " \
+        "Keras model" in _usage_error(f"--init_from={tmp_path}/notes.h5")
+    cifar_sized = str(tmp_path / "resnet20.h5")
+    kquant.models.build_model("resnet20", (32, 32, 3), 10).save(cifar_sized)
+    assert f"--init_from={cifar_sized}: the model takes (32, 32, 3) and gives 10 logits; " \
+        "--dataset=digits has images shaped (8, 8, 1) and 10 classes." in \
+        _usage_error(f"--init_from={cifar_sized}")
 
 
 @pytest.mark.slow

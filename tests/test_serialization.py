@@ -96,3 +96,13 @@ def test_load_model_loads_kquant_models_in_safe_mode(tmp_path, random_images):
                                    model.predict(random_images, verbose=0), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="load_model: nothing at"):
         kquant.load_model(tmp_path / "missing.h5")
+
+
+@pytest.mark.parametrize("safe_mode", [True, False])
+def test_load_model_names_what_holds_no_model(tmp_path, safe_mode):
+    (tmp_path / "notes.h5").write_text("not a model")
+    (tmp_path / "notes.keras").write_text("not a model")
+    (tmp_path / "folder").mkdir()
+    for name in ("notes.h5", "notes.keras", "folder"):
+        with pytest.raises(ValueError, match=f"load_model: '.*{name}' is not a saved Keras model"):
+            kquant.load_model(tmp_path / name, safe_mode=safe_mode)

@@ -6,6 +6,11 @@ from kquant.models.small_cnn import small_cnn
 _BUILDERS = {"resnet20": resnet20, "small_cnn": small_cnn, "mobilenet_v2": small_mobilenet_v2}
 
 
+def names():
+    """The names `build_model` takes."""
+    return sorted(_BUILDERS)
+
+
 def build_model(name, input_shape, num_classes, **options):
     """Builds a float reference model by name.
 
@@ -22,8 +27,8 @@ def build_model(name, input_shape, num_classes, **options):
         ValueError: if the name is unknown.
     """
     if name not in _BUILDERS:
-        raise ValueError(f"build_model: unknown model {name!r}; choose one of {sorted(_BUILDERS)}.")
+        raise ValueError(f"build_model: unknown model {name!r}; choose one of {names()}.")
     return _BUILDERS[name](input_shape=input_shape, num_classes=num_classes, **options)
 
 
-__all__ = ["build_model", "resnet20", "small_cnn", "small_mobilenet_v2"]
+__all__ = ["build_model", "names", "resnet20", "small_cnn", "small_mobilenet_v2"]
