@@ -17,7 +17,7 @@ def _is_array(value):
 
 
 def _pair_of_arrays(data):
-    """True for (images, labels) as `fit(x, y)` takes them, not a list of two image batches."""
+    """True for (images, labels) as `fit(x, y)` takes them, not a tuple of two image batches."""
     return (isinstance(data, tuple) and len(data) == 2 and _is_array(data[0])
             and np.ndim(data[1]) < np.ndim(data[0]) and len(data[0]) == len(data[1]))
 
